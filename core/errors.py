@@ -1,0 +1,38 @@
+"""Exception types raised by ``core``.
+
+The service maps each of these to an HTTP status in one place (``service/errors``); command-line tools turn them
+into one clear line and a non-zero exit code. Messages are written for the user: they say what was wrong with which
+input and what was expected.
+"""
+
+
+class AgeEstimationError(Exception):
+    """Base class of every error ``core`` raises on purpose."""
+
+
+class ImageError(AgeEstimationError):
+    """An image could not be used."""
+
+
+class UnreadableImageError(ImageError):
+    """The bytes are empty, truncated or corrupt (HTTP 400)."""
+
+
+class ImageTooLargeError(ImageError):
+    """The upload or its pixel count is over the configured limit (HTTP 413)."""
+
+
+class UnsupportedImageError(ImageError):
+    """The content is not a JPEG, PNG, WebP, BMP or TIFF image (HTTP 415)."""
+
+
+class NoFaceError(AgeEstimationError):
+    """No face was found in an image (HTTP 422)."""
+
+
+class ModelFileError(AgeEstimationError):
+    """A model file is missing, truncated, lacks its metadata or disagrees with it."""
+
+
+class ConfigError(AgeEstimationError):
+    """A configuration file or value is wrong; the message names the key and the file."""

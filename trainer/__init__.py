@@ -1,0 +1,1 @@
+"""Offline batch trainer: dataset alignment, training and evaluation. Depends on ``core`` only."""

@@ -1,0 +1,101 @@
+"""Backbones with the CORAL head: ResNet 18/34/50/101/152 and VGG 16/19, trained from scratch.
+
+ResNet 18 and 34 use basic blocks (He et al. 2016, Table 1), which ``keras.applications`` lacks, so they are built
+here; ResNet 50/101/152 and VGG 16/19 come from ``keras.applications`` with ``weights=None``. Every network ends in
+global average pooling, so any square input of at least 32 pixels works, and in ``core.coral.CoralLayer``.
+Pixel scaling is the model's first layer: callers feed RGB float in 0..255 and trainer and service cannot disagree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import keras
+from keras import layers
+
+from core.coral import CoralLayer
+
+__all__ = ["ARCHITECTURES", "build_model"]
+
+ARCHITECTURES: dict[str, tuple[int, ...]] = {"resnet": (18, 34, 50, 101, 152), "vgg": (16, 19)}
+MIN_IMG_SIZE = 32
+
+_BASIC_BLOCKS = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3)}
+
+
+def _applications() -> dict[tuple[str, int], Callable[..., keras.Model]]:
+    apps = keras.applications
+    return {
+        ("resnet", 50): apps.ResNet50,
+        ("resnet", 101): apps.ResNet101,
+        ("resnet", 152): apps.ResNet152,
+        ("vgg", 16): apps.VGG16,
+        ("vgg", 19): apps.VGG19,
+    }
+
+
+def _basic_block(x: Any, filters: int, stride: int, name: str) -> Any:
+    shortcut = x
+    y = layers.Conv2D(filters, 3, strides=stride, padding="same", use_bias=False, name=f"{name}_conv1")(x)
+    y = layers.BatchNormalization(name=f"{name}_bn1")(y)
+    y = layers.ReLU(name=f"{name}_relu1")(y)
+    y = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_conv2")(y)
+    # Zero-initialised last BN (Goyal et al. 2017): each block starts as identity, which speeds early training.
+    y = layers.BatchNormalization(gamma_initializer="zeros", name=f"{name}_bn2")(y)
+    if stride != 1 or shortcut.shape[-1] != filters:
+        shortcut = layers.Conv2D(filters, 1, strides=stride, use_bias=False, name=f"{name}_proj")(shortcut)
+        shortcut = layers.BatchNormalization(name=f"{name}_proj_bn")(shortcut)
+    return layers.ReLU(name=f"{name}_out")(layers.Add(name=f"{name}_add")([shortcut, y]))
+
+
+def _basic_resnet(x: Any, depth: int, width: int) -> Any:
+    x = layers.Conv2D(width, 7, strides=2, padding="same", use_bias=False, name="stem_conv")(x)
+    x = layers.BatchNormalization(name="stem_bn")(x)
+    x = layers.ReLU(name="stem_relu")(x)
+    x = layers.MaxPooling2D(3, strides=2, padding="same", name="stem_pool")(x)
+    for stage, blocks in enumerate(_BASIC_BLOCKS[depth]):
+        for block in range(blocks):
+            stride = 2 if stage > 0 and block == 0 else 1
+            x = _basic_block(x, width * 2**stage, stride, name=f"stage{stage + 1}_block{block + 1}")
+    return layers.GlobalAveragePooling2D(name="avg_pool")(x)
+
+
+def build_model(
+    arch_type: str,
+    arch_subtype: int,
+    img_size: int,
+    num_classes: int,
+    width: int = 64,
+    dropout: float = 0.0,
+) -> keras.Model:
+    """Build an untrained CORAL network.
+
+    Input: ``(N, img_size, img_size, 3)`` RGB float in 0..255. Output: ``(N, num_classes - 1)`` CORAL logits.
+    ``width`` is the channel count of the first stage of ResNet 18/34 (64 in the paper; smaller is cheaper);
+    ``dropout`` is applied to the pooled features before the head. Raises ``ValueError`` naming the valid choices
+    for an unknown architecture, an image smaller than 32 pixels or fewer than 2 classes.
+    """
+    arch_type = str(arch_type).lower()
+    if arch_type not in ARCHITECTURES or int(arch_subtype) not in ARCHITECTURES[arch_type]:
+        valid = "; ".join(f"{name}: {', '.join(map(str, subs))}" for name, subs in ARCHITECTURES.items())
+        raise ValueError(f"unknown architecture {arch_type}{arch_subtype}; valid ones are {valid}")
+    if int(img_size) < MIN_IMG_SIZE:
+        raise ValueError(f"img_size must be at least {MIN_IMG_SIZE} pixels (got {img_size})")
+    if int(num_classes) < 2:
+        raise ValueError(f"num_classes must be at least 2 (got {num_classes})")
+    depth = int(arch_subtype)
+
+    inputs = keras.Input((img_size, img_size, 3), name="image")
+    x = layers.Rescaling(1.0 / 127.5, offset=-1.0, name="scale_pixels")(inputs)
+    if arch_type == "resnet" and depth in _BASIC_BLOCKS:
+        features = _basic_resnet(x, depth, int(width))
+    else:
+        backbone = _applications()[(arch_type, depth)](
+            include_top=False, weights=None, input_shape=(img_size, img_size, 3), pooling="avg"
+        )
+        features = backbone(x)
+    if dropout > 0:
+        features = layers.Dropout(dropout, name="dropout")(features)
+    logits = CoralLayer(num_classes, dtype="float32", name="coral")(features)
+    return keras.Model(inputs, logits, name=f"coral_{arch_type}{depth}")
