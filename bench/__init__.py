@@ -1,0 +1,1 @@
+"""Benchmarks: each bench_*.py measures ratios against a same-run baseline; run.py assembles RESULTS.md."""
