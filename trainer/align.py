@@ -1,0 +1,314 @@
+"""``age-align``: align every face image of a labelled dataset with :class:`core.face.FaceAligner`.
+
+In: ``--images DIR`` and either ``--csv FILE`` (columns ``ID,Path,Age``, Path relative to DIR; other columns are
+ignored) or ``--utkface`` (ages and IDs from UTKFace names ``age_gender_race_timestamp.jpg.chip.jpg``).
+Out, under ``--out``: one JPEG chip per aligned image at the input's relative path with the suffix ``.jpg``;
+``labels.csv`` (``ID,Path,Age,scaled``, Path relative to OUT, ``scaled = Age - start_label``, sorted by Path);
+``failed.csv`` (``Path,reason``, Path relative to DIR, sorted); ``align.json`` (the parameters and counts).
+
+Resumable: each finished image is appended to ``OUT/.age-align/journal.jsonl`` after its chip is in place, so a
+rerun with the same arguments skips it; chips are written to a temporary file and renamed, and the CSVs are
+assembled from the journal at the end, so a killed run, rerun, gives the same files as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import shutil
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+import pandas as pd
+from PIL import Image
+from tqdm import tqdm
+
+from core.errors import ConfigError, ImageTooLargeError, UnreadableImageError, UnsupportedImageError
+from core.face import FaceAligner
+from core.image import read_image
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"})
+JPEG_QUALITY = 95
+STATE_DIR = ".age-align"
+CHIP_KEYS = ("img_size", "padding", "detector", "upsample", "max_detect_side", "jpeg_quality")
+
+
+@dataclass(frozen=True)
+class _WorkerState:
+    """What each worker process sets up once: folders and its own aligner (dlib models load once per process)."""
+
+    images: Path
+    out: Path
+    aligner: FaceAligner
+
+
+_state: _WorkerState | None = None
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = _Parser(prog="age-align", description="Align the faces of a labelled image dataset with dlib.")
+    p.add_argument("--images", type=Path, required=True, help="folder the input paths are relative to")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--csv", type=Path, help="input CSV with at least ID,Path,Age")
+    src.add_argument("--utkface", action="store_true", help="take ages and IDs from UTKFace file names")
+    p.add_argument("--out", type=Path, required=True, help="output folder (never inside --images)")
+    p.add_argument("--img-size", type=int, default=128, help="chip side in pixels (default 128)")
+    p.add_argument("--padding", type=float, default=0.4, help="dlib chip padding (default 0.4)")
+    p.add_argument("--start-label", type=int, help="smallest age kept (default: the smallest age in the data)")
+    p.add_argument("--end-label", type=int, help="largest age kept (default: no limit)")
+    p.add_argument("--detector", choices=("hog", "cnn"), default="hog", help="dlib face detector (default hog)")
+    p.add_argument("--upsample", type=int, default=0, help="detector upsampling steps (default 0)")
+    p.add_argument("--max-detect-side", type=int, default=1024, help="longest side searched (default 1024)")
+    p.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)), help="processes (default: cores)")
+    args = p.parse_args(argv)
+    for name, low in (("img_size", 16), ("upsample", 0), ("max_detect_side", 80), ("workers", 1)):
+        if getattr(args, name) < low:
+            p.error(f"--{name.replace('_', '-')} must be at least {low}, got {getattr(args, name)}")
+    if args.padding < 0:
+        p.error(f"--padding must be >= 0, got {args.padding}")
+    return args
+
+
+def read_rows(args: argparse.Namespace) -> tuple[pd.DataFrame, dict[str, str]]:
+    """Input rows (``ID, Path, Age``; Path a POSIX path relative to --images) and rows already failed."""
+    if args.utkface:
+        return _utkface_rows(args.images)
+    try:
+        rows = pd.read_csv(args.csv, dtype={"ID": str, "Path": str}, keep_default_na=False)
+    except (OSError, pd.errors.ParserError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{args.csv}: cannot read the CSV: {err}") from err
+    missing = [c for c in ("ID", "Path", "Age") if c not in rows.columns]
+    if missing:
+        raise ConfigError(f"{args.csv}: missing column(s) {', '.join(missing)}; expected at least ID,Path,Age")
+    ages = pd.to_numeric(rows["Age"], errors="coerce")
+    bad = rows.index[ages.isna() | (ages < 0) | (ages % 1 != 0)]
+    if len(bad):
+        raise ConfigError(
+            f"{args.csv}: column Age must hold whole numbers >= 0; row {bad[0] + 2} has {rows['Age'][bad[0]]!r}"
+        )
+    return pd.DataFrame({"ID": rows["ID"], "Path": rows["Path"], "Age": ages.astype(int)}), {}
+
+
+def _utkface_rows(images: Path) -> tuple[pd.DataFrame, dict[str, str]]:
+    records, failed = [], {}
+    for path in sorted(images.rglob("*")):
+        if path.suffix.lower() not in IMAGE_SUFFIXES or not path.is_file():
+            continue
+        rel = path.relative_to(images).as_posix()
+        parts = path.name.split(".")[0].split("_")
+        if len(parts) < 2 or not all(part.isdigit() for part in parts):
+            failed[rel] = "bad_name"
+            continue
+        records.append({"ID": parts[-1], "Path": rel, "Age": int(parts[0])})
+    return pd.DataFrame(records, columns=["ID", "Path", "Age"]), failed
+
+
+def chip_path(rel: str) -> str:
+    """Chip location relative to OUT for an input path relative to --images."""
+    return PurePosixPath(rel).with_suffix(".jpg").as_posix()
+
+
+def plan(rows: pd.DataFrame, start: int, end: int | None) -> tuple[pd.DataFrame, dict[str, str]]:
+    """Rows to align (one per chip path, sorted by Path then ID) and the reasons the others are left out."""
+    rows = rows.sort_values(["Path", "ID"], kind="stable").reset_index(drop=True)
+    failed: dict[str, str] = {}
+    keep = []
+    seen: set[str] = set()
+    for i, row in rows.iterrows():
+        rel = PurePosixPath(row["Path"])
+        reason = ""
+        if not row["Path"] or rel.is_absolute() or ".." in rel.parts:
+            reason = "bad_path"
+        elif chip_path(row["Path"]) in seen:
+            reason = "duplicate_path"
+        elif row["Age"] < start or (end is not None and row["Age"] > end):
+            reason = "age_out_of_range"
+        if reason:
+            failed.setdefault(row["Path"], reason)
+        else:
+            seen.add(chip_path(row["Path"]))
+            keep.append(i)
+    return rows.loc[keep].reset_index(drop=True), failed
+
+
+def _init_worker(images: str, out: str, params: dict) -> None:
+    global _state
+    aligner = FaceAligner(
+        chip_size=params["img_size"],
+        padding=params["padding"],
+        detector=params["detector"],
+        upsample=params["upsample"],
+        max_detect_side=params["max_detect_side"],
+    )
+    _state = _WorkerState(Path(images), Path(out), aligner)
+
+
+def _align_one(rel: str) -> tuple[str, str]:
+    """Align one image; returns ``(rel, "")`` once its chip is written, else ``(rel, reason)``."""
+    assert _state is not None, "_init_worker runs first"
+    images, out, aligner = _state.images, _state.out, _state.aligner
+    source = images / rel
+    if not source.is_file():
+        return rel, "missing"
+    try:
+        faces = aligner.align(read_image(source))
+    except ImageTooLargeError:
+        return rel, "too_large"
+    except UnsupportedImageError:
+        return rel, "unsupported"
+    except UnreadableImageError:
+        return rel, "unreadable"
+    if not faces:
+        return rel, "no_face"
+    target = out / chip_path(rel)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temp = out / STATE_DIR / "tmp" / f"{os.getpid()}.jpg"
+    Image.fromarray(faces[0].chip).save(temp, "JPEG", quality=JPEG_QUALITY)
+    os.replace(temp, target)
+    return rel, ""
+
+
+def _results(todo: list[str], args: argparse.Namespace, params: dict) -> Iterator[tuple[str, str]]:
+    init = (str(args.images), str(args.out), params)
+    if args.workers == 1 or len(todo) < 2:
+        _init_worker(*init)
+        yield from map(_align_one, todo)
+        return
+    with multiprocessing.Pool(args.workers, initializer=_init_worker, initargs=init) as pool:
+        yield from pool.imap_unordered(_align_one, todo, chunksize=4)
+
+
+def _read_journal(path: Path, out: Path) -> dict[str, str]:
+    """Finished images from a previous run; a torn last line (killed mid-write) is ignored."""
+    done: dict[str, str] = {}
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                entry = json.loads(line)
+                done[entry["path"]] = entry["reason"]
+            except (json.JSONDecodeError, KeyError, TypeError):
+                continue
+    return {rel: r for rel, r in done.items() if r or (out / chip_path(rel)).is_file()}
+
+
+def _write_atomic(path: Path, write: Callable[[Path], object]) -> None:
+    temp = path.with_name(f".{path.name}.tmp")
+    write(temp)
+    os.replace(temp, path)
+
+
+def _check_folders(args: argparse.Namespace) -> None:
+    if not args.images.is_dir():
+        raise ConfigError(f"--images {args.images} is not a folder")
+    if args.csv is not None and not args.csv.is_file():
+        raise ConfigError(f"--csv {args.csv} is not a file")
+    images, out = args.images.resolve(), args.out.resolve()
+    if out == images or out.is_relative_to(images) or images.is_relative_to(out):
+        raise ConfigError(f"--out {args.out} must not be inside --images {args.images} (or contain it)")
+    if out.exists() and any(out.iterdir()) and not (out / "align.json").is_file():
+        raise ConfigError(f"--out {args.out} exists, is not empty and holds no earlier age-align output")
+    args.images, args.out = images, out
+
+
+def _check_params(out: Path, params: dict) -> None:
+    record = out / "align.json"
+    if record.is_file():
+        before = json.loads(record.read_text(encoding="utf-8"))
+        changed = [k for k in CHIP_KEYS if before.get(k) != params[k]]
+        if changed:
+            raise ConfigError(
+                f"--out {out} was aligned with other settings ({', '.join(f'{k}={before.get(k)}' for k in changed)})"
+                "; use a new --out folder"
+            )
+
+
+def run(args: argparse.Namespace) -> dict:
+    """Align the dataset described by ``args``; returns the summary also stored in ``OUT/align.json``."""
+    _check_folders(args)
+    rows, failed = read_rows(args)
+    kept_by_end = rows if args.end_label is None else rows[rows["Age"] <= args.end_label]
+    if args.start_label is None and kept_by_end.empty:
+        raise ConfigError("no image with a usable age: nothing to align")
+    start = int(kept_by_end["Age"].min()) if args.start_label is None else args.start_label
+    if args.end_label is not None and args.end_label < start:
+        raise ConfigError(f"--end-label {args.end_label} is below the start label {start}")
+    todo_rows, skipped = plan(rows, start, args.end_label)
+    failed.update(skipped)
+    params = {"img_size": args.img_size, "padding": args.padding, "detector": args.detector}
+    params |= {"upsample": args.upsample, "max_detect_side": args.max_detect_side, "jpeg_quality": JPEG_QUALITY}
+    _check_params(args.out, params)
+    state = args.out / STATE_DIR
+    shutil.rmtree(state / "tmp", ignore_errors=True)
+    (state / "tmp").mkdir(parents=True)
+    _write_atomic(args.out / "align.json", lambda p: p.write_text(json.dumps(params, indent=2) + "\n"))
+    journal = state / "journal.jsonl"
+    done = _read_journal(journal, args.out)
+    todo = [rel for rel in todo_rows["Path"] if rel not in done]
+    began = time.perf_counter()
+    with journal.open("a", encoding="utf-8") as log:
+        bar = tqdm(total=len(todo), unit="img", desc="age-align", mininterval=0.5, file=sys.stderr)
+        for rel, reason in _results(todo, args, params):
+            log.write(json.dumps({"path": rel, "reason": reason}) + "\n")
+            log.flush()
+            done[rel] = reason
+            bar.update()
+        bar.close()
+    seconds = time.perf_counter() - began
+    failed.update({rel: done[rel] for rel in todo_rows["Path"] if done[rel]})
+    aligned = todo_rows[[not done[rel] for rel in todo_rows["Path"]]]
+    labels = pd.DataFrame(
+        {
+            "ID": aligned["ID"],
+            "Path": aligned["Path"].map(chip_path),
+            "Age": aligned["Age"],
+            "scaled": aligned["Age"] - start,
+        }
+    ).sort_values(["Path", "ID"], kind="stable")
+    failures = pd.DataFrame(sorted(failed.items()), columns=["Path", "reason"])
+    _write_atomic(args.out / "labels.csv", lambda p: labels.to_csv(p, index=False))
+    _write_atomic(args.out / "failed.csv", lambda p: failures.to_csv(p, index=False))
+    summary = params | {
+        "start_label": start,
+        "end_label": args.end_label,
+        "aligned": len(labels),
+        "failed": dict(sorted(Counter(failed.values()).items())),
+        "images_this_run": len(todo),
+        "seconds_this_run": round(seconds, 2),
+    }
+    _write_atomic(args.out / "align.json", lambda p: p.write_text(json.dumps(summary, indent=2) + "\n"))
+    return summary
+
+
+def _summary_line(summary: dict, out: Path) -> str:
+    reasons: Iterable[str] = (f"{k} {v}" for k, v in summary["failed"].items())
+    rate = summary["images_this_run"] / max(summary["seconds_this_run"], 1e-9)
+    return (
+        f"aligned {summary['aligned']}, failed {sum(summary['failed'].values())} ({', '.join(reasons) or 'none'}); "
+        f"{summary['images_this_run']} images aligned in this run at {rate:.1f} images/s; labels in {out}/labels.csv"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        summary = run(args)
+    except ConfigError as err:
+        print(f"age-align: error: {err}", file=sys.stderr)
+        return 2
+    print(_summary_line(summary, args.out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
