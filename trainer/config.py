@@ -1,0 +1,191 @@
+"""The training job's configuration: a JSON file plus ``--set KEY=VALUE`` overrides, validated by pydantic.
+
+``load_config(path, overrides)`` returns a :class:`TrainConfig` whose paths are absolute, or raises
+:class:`core.errors.ConfigError` with one line naming the key and the file. Relative paths written in the file
+resolve against the file's folder; relative paths given with ``--set`` or left at their defaults resolve
+against the current directory.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, model_validator
+
+from core.errors import ConfigError
+
+ARCHITECTURES: dict[str, tuple[int, ...]] = {"resnet": (18, 34, 50, 101, 152), "vgg": (16, 19)}
+PATH_KEYS = ("img_dir", "csv_path", "output_dir", "run_dir")
+DEFAULT_RUN_DIR = "runs/{model_prefix}{arch_type}{arch_subtype}_{timestamp}"
+DEFAULT_CHIP_PADDING = 0.4
+
+LoosePath = Annotated[Path, Strict(False)]
+Fraction = Annotated[float, Field(gt=0.0, lt=1.0)]
+
+
+class TrainConfig(BaseModel):
+    """Every knob of ``age-train``; the seed keys of ``configs/train_config.json`` come first."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    img_dir: LoosePath
+    csv_path: LoosePath
+    task_weighting: bool = True
+    checkpoint: bool = True
+    img_size: int = Field(ge=32, le=1024)
+    logs: bool = True
+    batch_size: int = Field(default=16, ge=1)
+    num_epochs: int = Field(default=30, ge=1)
+    model_prefix: str = Field(default="coral_", pattern=r"^[A-Za-z0-9._-]*$")
+    arch_type: Literal["resnet", "vgg"] = "resnet"
+    arch_subtype: int = 50
+
+    learning_rate: float = Field(default=1e-3, gt=0.0, le=1.0)
+    lr_schedule: Literal["cosine", "constant"] = "cosine"
+    warmup_epochs: int = Field(default=0, ge=0)
+    weight_decay: float = Field(default=0.0, ge=0.0, lt=1.0)
+    seed: int = 0
+    val_fraction: Fraction = 0.1
+    test_fraction: Fraction = 0.1
+    start_label: int | None = Field(default=None, ge=0)
+    end_label: int | None = Field(default=None, ge=0)
+    clip_ages: bool = False
+    output_dir: LoosePath = Path("models")
+    run_dir: LoosePath = Path(DEFAULT_RUN_DIR)
+    augment: bool = True
+    resume: bool = False
+    threshold: float = Field(default=0.5, gt=0.0, lt=1.0)
+    chip_padding: float | None = Field(default=None, ge=0.0, le=2.0)
+    detector: Literal["hog", "cnn"] = "hog"
+    upsample: int = Field(default=0, ge=0, le=4)
+    cache: Literal["memory", "disk", "none"] = "memory"
+    mixed_precision: Literal["auto"] | bool = "auto"
+    distribute: Literal["auto", "mirrored", "none"] = "auto"
+    width: int = Field(default=64, ge=8, le=512)
+    early_stopping_patience: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TrainConfig:
+        if self.arch_subtype not in ARCHITECTURES[self.arch_type]:
+            allowed = ", ".join(map(str, ARCHITECTURES[self.arch_type]))
+            raise ValueError(f"arch_subtype: {self.arch_type} takes {allowed}, not {self.arch_subtype}")
+        if self.val_fraction + self.test_fraction >= 1.0:
+            raise ValueError("test_fraction: val_fraction + test_fraction must leave rows for training")
+        if self.start_label is not None and self.end_label is not None and self.end_label <= self.start_label:
+            raise ValueError("end_label: must be greater than start_label")
+        if self.warmup_epochs >= self.num_epochs and self.warmup_epochs > 0:
+            raise ValueError("warmup_epochs: must be smaller than num_epochs")
+        try:
+            str(self.run_dir).format(model_prefix="", arch_type="", arch_subtype="", timestamp="")
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError(f"run_dir: unknown or malformed field {exc}") from None
+        if self.resume and not self.checkpoint:
+            raise ValueError("resume: needs checkpoint: true (the last-epoch checkpoint is what resumes)")
+        return self
+
+    @property
+    def model_name(self) -> str:
+        """``{model_prefix}{arch_type}{arch_subtype}``, e.g. ``coral_resnet50``."""
+        return f"{self.model_prefix}{self.arch_type}{self.arch_subtype}"
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """``["KEY=VALUE", ...]`` -> dict; VALUE is parsed as JSON, falling back to the raw string."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE")
+        try:
+            out[key.strip()] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[key.strip()] = raw
+    return out
+
+
+def _resolve(value: Any, base: Path) -> Any:
+    if isinstance(value, str) and value and not Path(value).is_absolute():
+        return str(base / value)
+    return value
+
+
+def _describe(error: dict[str, Any]) -> str:
+    loc = ".".join(str(part) for part in error["loc"])
+    msg = str(error["msg"]).removeprefix("Value error, ")
+    if error["type"] == "extra_forbidden":
+        return f"{loc}: unknown key (valid keys: {', '.join(TrainConfig.model_fields)})"
+    if not loc and ":" in msg:
+        return msg
+    got = error.get("input")
+    return f"{loc}: {msg} (got {json.dumps(got) if isinstance(got, str | int | float | bool) else type(got).__name__})"
+
+
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """Read, override and validate a training config; check that its data paths exist.
+
+    Args:
+        path: the JSON file (an object of the keys of :class:`TrainConfig`).
+        overrides: values that replace the file's (typically from ``--set``); relative paths against the cwd.
+    Returns:
+        the validated config with absolute paths; ``run_dir`` still holds its ``{timestamp}``-style fields.
+    Raises:
+        ConfigError: naming the key and the file, for unreadable JSON, unknown keys, wrong types, impossible
+            values, or an ``img_dir`` / ``csv_path`` that does not exist.
+    """
+    path = Path(path)
+    where = f"config {path}"
+    try:
+        raw = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{where}: file not found") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"{where}: not valid JSON ({exc})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected a JSON object of keys")
+    base = path.resolve().parent
+    data = {k: _resolve(v, base) if k in PATH_KEYS else v for k, v in raw.items()}
+    for key, value in (overrides or {}).items():
+        if key not in TrainConfig.model_fields:
+            raise ConfigError(f"{where}: --set {key}: unknown key (valid keys: {', '.join(TrainConfig.model_fields)})")
+        data[key] = _resolve(value, Path.cwd()) if key in PATH_KEYS else value
+    try:
+        config = TrainConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"{where}: {_describe(exc.errors()[0])}") from None
+    if not config.img_dir.is_dir():
+        raise ConfigError(f"{where}: img_dir: folder not found: {config.img_dir}")
+    if not config.csv_path.is_file():
+        raise ConfigError(f"{where}: csv_path: file not found: {config.csv_path}")
+    return config.model_copy(update={k: getattr(config, k).resolve() for k in PATH_KEYS})
+
+
+def resolve_chip_padding(config: TrainConfig) -> float:
+    """The padding the chips were aligned with: the config's, else ``align.json`` beside the CSV, else 0.4."""
+    if config.chip_padding is not None:
+        return config.chip_padding
+    align_json = config.csv_path.parent / "align.json"
+    try:
+        value = json.loads(align_json.read_text()).get("padding")
+    except (OSError, ValueError, AttributeError):
+        return DEFAULT_CHIP_PADDING
+    return float(value) if isinstance(value, int | float) else DEFAULT_CHIP_PADDING
+
+
+def timestamp() -> str:
+    """Local time as ``YYYYmmdd-HHMMSS``, used in run folder and model file names."""
+    return datetime.now().strftime("%Y%m%d-%H%M%S")
+
+
+def fill_run_dir(config: TrainConfig, stamp: str) -> Path:
+    """``run_dir`` with its ``{model_prefix}``, ``{arch_type}``, ``{arch_subtype}``, ``{timestamp}`` filled."""
+    return Path(
+        str(config.run_dir).format(
+            model_prefix=config.model_prefix,
+            arch_type=config.arch_type,
+            arch_subtype=config.arch_subtype,
+            timestamp=stamp,
+        )
+    )

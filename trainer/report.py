@@ -1,0 +1,71 @@
+"""The run report's pictures (matplotlib, PNG): learning curves, MAE per true age, predicted against true age.
+
+Figures are drawn with ``matplotlib.figure.Figure`` directly (no pyplot state, no display needed).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+
+def read_history(history_csv: Path) -> pd.DataFrame:
+    """Per-epoch logs written by ``keras.callbacks.CSVLogger``; an epoch logged twice (resume) keeps its last row."""
+    if not history_csv.is_file():
+        return pd.DataFrame()
+    history = pd.read_csv(history_csv)
+    return history.drop_duplicates("epoch", keep="last").sort_values("epoch").reset_index(drop=True)
+
+
+def plot_learning_curves(history: pd.DataFrame, out: Path) -> None:
+    """Loss and MAE (years) per epoch, training against validation, side by side."""
+    fig = Figure(figsize=(10, 4), layout="constrained")
+    for ax, key, title in zip(fig.subplots(1, 2), ("loss", "mae"), ("CORAL loss", "MAE (years)"), strict=True):
+        epochs = history["epoch"] + 1 if "epoch" in history else []
+        for prefix, label in (("", "train"), ("val_", "validation")):
+            if prefix + key in history:
+                ax.plot(epochs, history[prefix + key], marker="o", label=label)
+        ax.set(xlabel="epoch", title=title)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.savefig(out, dpi=100)
+
+
+def plot_mae_per_age(true_ages: np.ndarray, predicted_ages: np.ndarray, out: Path) -> None:
+    """Bar chart of the MAE for each true age (years), with the number of test images per age behind it."""
+    table = pd.DataFrame({"age": true_ages, "error": np.abs(predicted_ages - true_ages)})
+    per_age = table.groupby("age")["error"].agg(["mean", "count"])
+    fig = Figure(figsize=(10, 4), layout="constrained")
+    ax = fig.subplots()
+    ax.bar(per_age.index, per_age["mean"], color="tab:blue", label="MAE")
+    ax.set(xlabel="true age (years)", ylabel="MAE (years)", title="Test MAE per true age")
+    twin = ax.twinx()
+    twin.plot(per_age.index, per_age["count"], color="tab:gray", alpha=0.6, label="images")
+    twin.set_ylabel("test images")
+    ax.grid(alpha=0.3)
+    fig.savefig(out, dpi=100)
+
+
+def plot_predicted_vs_true(true_ages: np.ndarray, predicted_ages: np.ndarray, out: Path) -> None:
+    """Scatter of predicted against true age (years) with the identity line."""
+    fig = Figure(figsize=(5, 5), layout="constrained")
+    ax = fig.subplots()
+    ax.scatter(true_ages, predicted_ages, s=6, alpha=0.4)
+    low = float(min(true_ages.min(), predicted_ages.min())) if true_ages.size else 0.0
+    high = float(max(true_ages.max(), predicted_ages.max())) if true_ages.size else 1.0
+    ax.plot([low, high], [low, high], color="tab:red", linewidth=1)
+    ax.set(xlabel="true age (years)", ylabel="predicted age (years)", title="Test predictions")
+    ax.grid(alpha=0.3)
+    fig.savefig(out, dpi=100)
+
+
+def write_plots(run_dir: Path, true_ages: np.ndarray, predicted_ages: np.ndarray) -> list[Path]:
+    """All three PNGs into ``run_dir``; returns their paths."""
+    paths = [run_dir / "learning_curves.png", run_dir / "mae_per_age.png", run_dir / "predicted_vs_true.png"]
+    plot_learning_curves(read_history(run_dir / "history.csv"), paths[0])
+    plot_mae_per_age(true_ages, predicted_ages, paths[1])
+    plot_predicted_vs_true(true_ages, predicted_ages, paths[2])
+    return paths
