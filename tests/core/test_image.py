@@ -1,0 +1,168 @@
+"""core.image: content sniffing, EXIF orientation, mode conversion, pixel limits, corrupt input."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+from PIL import Image
+
+from core.errors import ImageTooLargeError, UnreadableImageError, UnsupportedImageError
+from core.image import decode_image, read_image
+
+
+def encode(image: Image.Image, fmt: str, **options: object) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **options)
+    return buffer.getvalue()
+
+
+def png_chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+def grey_png_bomb(width: int, height: int) -> bytes:
+    """A valid 8-bit grey PNG of zeros: a few hundred kB on disk, ``width * height`` bytes once decoded."""
+    packer = zlib.compressobj(9)
+    row = bytes(width + 1)  # filter byte + pixels
+    body = b"".join(packer.compress(row) for _ in range(height)) + packer.flush()
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", header) + png_chunk(b"IDAT", body) + png_chunk(b"IEND", b"")
+
+
+def test_png_fixture_decodes_to_rgb_uint8(fixtures_dir: Path) -> None:
+    rgb = read_image(fixtures_dir / "astronaut.png")
+    assert rgb.shape == (512, 512, 3)
+    assert rgb.dtype == np.uint8
+    assert rgb.flags["C_CONTIGUOUS"]
+    assert rgb.std() > 20  # a real photo, not a blank
+
+
+def test_format_is_judged_by_content_not_name(tmp_path: Path, fixtures_dir: Path) -> None:
+    misnamed = tmp_path / "photo.gif"
+    misnamed.write_bytes((fixtures_dir / "astronaut.png").read_bytes())
+    assert read_image(misnamed).shape == (512, 512, 3)
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_orientation_is_applied(orientation: int) -> None:
+    upright = Image.fromarray(np.arange(6 * 10 * 3, dtype=np.uint8).reshape(6, 10, 3))
+    undo = {
+        2: Image.Transpose.FLIP_LEFT_RIGHT,
+        3: Image.Transpose.ROTATE_180,
+        4: Image.Transpose.FLIP_TOP_BOTTOM,
+        5: Image.Transpose.TRANSPOSE,
+        6: Image.Transpose.ROTATE_90,
+        7: Image.Transpose.TRANSVERSE,
+        8: Image.Transpose.ROTATE_270,
+    }
+    stored = upright.transpose(undo[orientation]) if orientation in undo else upright
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    decoded = decode_image(encode(stored, "PNG", exif=exif))
+    np.testing.assert_array_equal(decoded, np.asarray(upright))
+
+
+@pytest.mark.parametrize(
+    ("image", "fmt", "expected"),
+    [
+        (Image.new("1", (4, 4), 1), "PNG", (255, 255, 255)),
+        (Image.new("L", (4, 4), 100), "PNG", (100, 100, 100)),
+        (Image.new("LA", (4, 4), (100, 0)), "PNG", (255, 255, 255)),
+        (Image.new("LA", (4, 4), (100, 255)), "PNG", (100, 100, 100)),
+        (Image.new("RGBA", (4, 4), (10, 20, 30, 0)), "PNG", (255, 255, 255)),
+        (Image.new("RGBA", (4, 4), (10, 20, 30, 255)), "WEBP", (10, 20, 30)),
+        (Image.new("CMYK", (4, 4), (0, 255, 255, 0)), "TIFF", (255, 0, 0)),
+        (Image.new("I;16", (4, 4), 51200), "PNG", (200, 200, 200)),
+        (Image.new("I;16", (4, 4), 65535), "TIFF", (255, 255, 255)),
+        (Image.new("RGB", (4, 4), (1, 2, 3)), "BMP", (1, 2, 3)),
+    ],
+    ids=["1", "L", "LA-clear", "LA-opaque", "RGBA-clear", "RGBA-webp", "CMYK", "I16-png", "I16-tiff", "BMP"],
+)
+def test_every_mode_converts_to_rgb(image: Image.Image, fmt: str, expected: tuple[int, int, int]) -> None:
+    options = {"lossless": True} if fmt == "WEBP" else {}
+    rgb = decode_image(encode(image, fmt, **options))
+    assert rgb.shape == (4, 4, 3)
+    assert rgb.dtype == np.uint8
+    assert tuple(int(v) for v in rgb[0, 0]) == expected
+
+
+def test_palette_with_transparency_composites_on_white() -> None:
+    image = Image.new("P", (4, 2), 0)
+    image.putpalette([10, 20, 30, 200, 100, 50] + [0] * 762)
+    image.putpixel((0, 0), 1)
+    rgb = decode_image(encode(image, "PNG", transparency=0))
+    assert tuple(rgb[0, 0]) == (200, 100, 50)
+    assert tuple(rgb[1, 1]) == (255, 255, 255)
+
+
+def test_cmyk_jpeg_converts() -> None:
+    rgb = decode_image(encode(Image.new("CMYK", (16, 16), (0, 255, 255, 0)), "JPEG", quality=95))
+    assert np.abs(rgb.astype(int) - (255, 0, 0)).max() < 10
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    pixels=arrays(np.uint8, st.tuples(st.integers(1, 12), st.integers(1, 12), st.just(3))),
+    fmt=st.sampled_from(["PNG", "BMP", "TIFF", "WEBP"]),
+)
+def test_lossless_round_trip(pixels: np.ndarray, fmt: str) -> None:
+    options = {"lossless": True, "exact": True} if fmt == "WEBP" else {}
+    np.testing.assert_array_equal(decode_image(encode(Image.fromarray(pixels), fmt, **options)), pixels)
+
+
+def test_decompression_bomb_is_refused_before_decoding() -> None:
+    bomb = grey_png_bomb(10_000, 8_000)  # 80 megapixels in about 80 kB
+    assert len(bomb) < 1_000_000
+    with pytest.raises(ImageTooLargeError, match=r"80\.0 megapixels"):
+        decode_image(bomb)
+
+
+def test_pixel_limit_is_configurable(fixtures_dir: Path) -> None:
+    with pytest.raises(ImageTooLargeError, match=r"limit is 0\.1 megapixels"):
+        read_image(fixtures_dir / "astronaut.png", max_pixels=100_000)
+
+
+def test_header_claiming_billions_of_pixels_is_too_large() -> None:
+    header = png_chunk(b"IHDR", struct.pack(">IIBBBBB", 100_000, 100_000, 8, 2, 0, 0, 0))
+    with pytest.raises(ImageTooLargeError):
+        decode_image(b"\x89PNG\r\n\x1a\n" + header + png_chunk(b"IEND", b""))
+
+
+def test_truncated_jpeg_is_unreadable(fixtures_dir: Path) -> None:
+    data = (fixtures_dir / "2008_001009.jpg").read_bytes()
+    with pytest.raises(UnreadableImageError, match="truncated or corrupt"):
+        decode_image(data[: len(data) // 2])
+
+
+@pytest.mark.parametrize(
+    ("data", "error"),
+    [
+        (b"", UnreadableImageError),
+        (b"\x89PNG\r\n\x1a\n" + b"\x00" * 40, UnreadableImageError),
+        (b"\xff\xd8\xff" + b"\x00" * 40, UnreadableImageError),
+        (b"Hello, this is plain text and not an image at all.", UnsupportedImageError),
+        (encode(Image.new("RGB", (4, 4)), "GIF"), UnsupportedImageError),
+    ],
+    ids=["empty", "png-garbage", "jpeg-garbage", "text", "gif"],
+)
+def test_bad_content_raises_the_right_error(data: bytes, error: type[Exception]) -> None:
+    with pytest.raises(error):
+        decode_image(data)
+
+
+def test_unsupported_type_is_named_in_the_message() -> None:
+    with pytest.raises(UnsupportedImageError, match="GIF images are not supported"):
+        decode_image(encode(Image.new("RGB", (4, 4)), "GIF"))
+
+
+def test_missing_file_is_unreadable(tmp_path: Path) -> None:
+    with pytest.raises(UnreadableImageError, match="cannot read"):
+        read_image(tmp_path / "nope.jpg")
