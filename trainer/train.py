@@ -199,13 +199,17 @@ def train(
             loss=coral_loss(weights),
             metrics=[AgeMAE(config.threshold), AgeRMSE(config.threshold)],
         )
-    model.fit(
-        datasets["train"],
-        validation_data=datasets["val"],
-        epochs=config.num_epochs,
-        callbacks=[*_callbacks(config, run_dir), *extra_callbacks],
-        verbose=2 if not sys.stdout.isatty() else 1,
-    )
+    with warnings.catch_warnings():
+        # Keras says these about every tf.data input of unknown length (undecodable images drop on the fly).
+        warnings.filterwarnings("ignore", message="Your input ran out of data")
+        warnings.filterwarnings("ignore", message="`shuffle=True` was passed")
+        model.fit(
+            datasets["train"],
+            validation_data=datasets["val"],
+            epochs=config.num_epochs,
+            callbacks=[*_callbacks(config, run_dir), *extra_callbacks],
+            verbose=1 if sys.stdout.isatty() else 2,
+        )
     best = run_dir / "checkpoints" / "best.weights.h5"
     if config.checkpoint and best.is_file():
         model.load_weights(str(best))
@@ -264,9 +268,6 @@ def main(argv: list[str] | None = None) -> int:
         help="override a config key; VALUE is JSON (else a string); relative paths resolve against the cwd",
     )
     args = parser.parse_args(argv)
-    # Keras says these about every tf.data input of unknown length (undecodable images are dropped on the fly).
-    warnings.filterwarnings("ignore", message="Your input ran out of data")
-    warnings.filterwarnings("ignore", message="`shuffle=True` was passed")
     try:
         config = load_config(args.config, parse_overrides(args.set))
         table, summary = load_table(

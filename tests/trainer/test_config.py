@@ -1,0 +1,127 @@
+"""The training config: every kind of error names the key and the file; overrides and path resolution."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from core.errors import ConfigError
+from trainer.config import TrainConfig, fill_run_dir, load_config, parse_overrides, resolve_chip_padding
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def config_file(tmp_path: Path) -> Path:
+    """A valid config in ``tmp_path/configs`` pointing at ``tmp_path/data`` through relative paths."""
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "labels.csv").write_text("ID,Path,Age\n")
+    (tmp_path / "configs").mkdir()
+    path = tmp_path / "configs" / "train.json"
+    write(path)
+    return path
+
+
+def write(path: Path, **changes: object) -> None:
+    data = {
+        "img_dir": "../data",
+        "csv_path": "../data/labels.csv",
+        "img_size": 64,
+        "arch_type": "resnet",
+        "arch_subtype": 18,
+    } | changes
+    path.write_text(json.dumps({k: v for k, v in data.items() if v is not None}))
+
+
+def error_of(path: Path, overrides: dict | None = None) -> str:
+    with pytest.raises(ConfigError) as info:
+        load_config(path, overrides)
+    return str(info.value)
+
+
+def test_relative_paths_resolve_against_the_config_folder(config_file: Path) -> None:
+    config = load_config(config_file)
+    assert config.img_dir == (config_file.parent.parent / "data").resolve()
+    assert config.csv_path.name == "labels.csv"
+    assert config.output_dir == (Path.cwd() / "models").resolve()
+
+
+def test_set_overrides_parse_json_and_resolve_paths_against_cwd(
+    config_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    overrides = parse_overrides(["batch_size=8", "model_prefix=x_", "augment=false", "output_dir=out"])
+    assert overrides == {"batch_size": 8, "model_prefix": "x_", "augment": False, "output_dir": "out"}
+    config = load_config(config_file, overrides)
+    assert (config.batch_size, config.model_prefix, config.augment) == (8, "x_", False)
+    assert config.output_dir == tmp_path / "out"
+
+
+@pytest.mark.parametrize(
+    ("changes", "key"),
+    [
+        ({"learning_rte": 0.1}, "learning_rte"),
+        ({"batch_size": "16"}, "batch_size"),
+        ({"batch_size": 1.5}, "batch_size"),
+        ({"logs": 1}, "logs"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"arch_subtype": 16}, "arch_subtype"),
+        ({"arch_type": "vgg", "arch_subtype": 50}, "arch_subtype"),
+        ({"arch_type": "inception"}, "arch_type"),
+        ({"img_size": 16}, "img_size"),
+        ({"val_fraction": 0.5, "test_fraction": 0.5}, "test_fraction"),
+        ({"start_label": 50, "end_label": 10}, "end_label"),
+        ({"checkpoint": False, "resume": True}, "resume"),
+        ({"run_dir": "runs/{nope}"}, "run_dir"),
+        ({"img_dir": "../missing"}, "img_dir"),
+        ({"csv_path": "../data/missing.csv"}, "csv_path"),
+        ({"img_size": None}, "img_size"),
+    ],
+)
+def test_each_bad_value_is_refused_naming_key_and_file(config_file: Path, changes: dict, key: str) -> None:
+    write(config_file, **changes)
+    message = error_of(config_file)
+    assert key in message
+    assert str(config_file) in message
+
+
+def test_unknown_set_key_is_refused(config_file: Path) -> None:
+    message = error_of(config_file, {"epochs": 3})
+    assert "epochs" in message
+    assert "unknown key" in message
+
+
+def test_malformed_set_item_is_refused() -> None:
+    with pytest.raises(ConfigError, match="KEY=VALUE"):
+        parse_overrides(["batch_size"])
+
+
+def test_invalid_json_and_missing_file_name_the_file(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.json"
+    broken.write_text("{not json")
+    assert str(broken) in error_of(broken)
+    assert "not found" in error_of(tmp_path / "absent.json")
+
+
+def test_run_dir_fields_are_filled(config_file: Path) -> None:
+    config = load_config(config_file, {"model_prefix": "p_"})
+    assert fill_run_dir(config, "20250101-000000").name == "p_resnet18_20250101-000000"
+
+
+def test_chip_padding_comes_from_config_then_align_json_then_default(config_file: Path) -> None:
+    config = load_config(config_file)
+    assert resolve_chip_padding(config) == 0.4
+    (config.csv_path.parent / "align.json").write_text(json.dumps({"padding": 0.25}))
+    assert resolve_chip_padding(config) == 0.25
+    assert resolve_chip_padding(load_config(config_file, {"chip_padding": 0.3})) == 0.3
+
+
+@pytest.mark.parametrize("name", ["train_config.json", "train_cpu_small.json"])
+def test_shipped_configs_are_valid(name: str) -> None:
+    raw = json.loads((REPO / "configs" / name).read_text())
+    config = TrainConfig.model_validate(raw)
+    for key in ("img_dir", "csv_path", "img_size", "batch_size", "num_epochs", "arch_type", "arch_subtype"):
+        assert key in raw
+    assert config.arch_type == "resnet"
