@@ -1,0 +1,151 @@
+"""``age-demo -p DIR --out DIR``: the service's predictor run over a folder of photos, one JSON file per photo.
+
+Each ``OUT/<image file name>.json`` holds exactly the ``POST /predict`` body. Photos are decoded and aligned in a
+thread pool (one dlib aligner per thread) while the model runs on the faces of ``--batch-size`` photos at a time.
+Files that are not images, or show no face, are skipped with their reason; the exit status is 1 when no photo
+could be processed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from core.errors import AgeEstimationError, ImageError, NoFaceError
+from core.image import read_image
+from service.alignment import Aligner, aligner_from_metadata
+from service.settings import choose_model, load_settings
+
+
+@dataclass(frozen=True)
+class Found:
+    """The faces of one photo, largest first: boxes ``[(l, t, r, b)]`` and chips ``(n, S, S, 3)`` uint8."""
+
+    path: Path
+    boxes: list[tuple[int, int, int, int]]
+    chips: np.ndarray
+
+
+@dataclass(frozen=True)
+class Skipped:
+    path: Path
+    reason: str
+
+
+def find_faces(path: Path, aligner: Aligner, max_faces: int, max_pixels: int) -> Found | Skipped:
+    """Decode ``path`` and align its faces (at most ``max_faces``); a bad file or no face gives ``Skipped``."""
+    try:
+        faces = list(aligner.align(read_image(path, max_pixels=max_pixels)))[:max_faces]
+        if not faces:
+            raise NoFaceError("no face found")
+    except (ImageError, NoFaceError) as exc:
+        return Skipped(path, str(exc))
+    return Found(path, [tuple(face.box) for face in faces], np.stack([face.chip for face in faces]))
+
+
+def write_json_atomically(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` so that readers see the old file or the whole new one, never a part."""
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+        os.replace(tmp_name, path)
+    finally:
+        if os.path.exists(tmp_name):
+            os.unlink(tmp_name)
+
+
+def _batches(items: Iterator[Found | Skipped], size: int) -> Iterator[list[Found | Skipped]]:
+    batch: list[Found | Skipped] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="age-demo", description="Estimate the age of every face in every photo of a folder."
+    )
+    parser.add_argument("-p", "--path", type=Path, required=True, help="folder of photos (not searched recursively)")
+    parser.add_argument("--out", type=Path, required=True, help="folder for the JSON files (created if needed)")
+    parser.add_argument("--config", type=Path, help="predict config (default: PREDICT_CONFIG, else configs/...)")
+    parser.add_argument("--model", type=Path, help="the .h5 to use (default: MODEL_PATH, else the config's)")
+    parser.add_argument("--batch-size", type=int, default=32, help="photos per model call (default: 32)")
+    parser.add_argument("--workers", type=int, help="decode/align threads (default: DETECT_WORKERS or the cores)")
+    args = parser.parse_args(argv)
+    if args.batch_size < 1:
+        parser.error("--batch-size must be >= 1")
+    if args.workers is not None and args.workers < 1:
+        parser.error("--workers must be >= 1")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``age-demo``; return the exit status (0: at least one photo processed)."""
+    args = _parse_args(argv)
+    try:
+        settings = load_settings(model_path=args.model, predict_config=args.config, detect_workers=args.workers)
+        choice = choose_model(settings)
+        if not args.path.is_dir():
+            raise AgeEstimationError(f"{args.path}: not a folder")
+        args.out.mkdir(parents=True, exist_ok=True)
+    except (AgeEstimationError, OSError) as exc:
+        print(f"age-demo: {exc}", file=sys.stderr)
+        return 1
+    files = sorted(path for path in args.path.iterdir() if path.is_file() and not path.name.startswith("."))
+
+    # TensorFlow is imported only now, so that a bad argument or config is refused at once.
+    from service.predictor import load_predictor
+
+    try:
+        predictor = load_predictor(choice)
+        aligner = aligner_from_metadata(choice.metadata)
+    except (AgeEstimationError, OSError, ValueError) as exc:
+        print(f"age-demo: {exc}", file=sys.stderr)
+        return 1
+
+    processed = faces = 0
+    skipped: list[Skipped] = []
+    with (
+        ThreadPoolExecutor(settings.detect_workers, thread_name_prefix="align") as pool,
+        tqdm(total=len(files), unit="img", desc="age-demo") as bar,
+    ):
+        found = pool.map(lambda path: find_faces(path, aligner, settings.max_faces, settings.max_pixels), files)
+        for batch in _batches(found, args.batch_size):
+            images = [item for item in batch if isinstance(item, Found)]
+            for item in batch:
+                if isinstance(item, Skipped):
+                    skipped.append(item)
+                    bar.write(f"skipped {item.path.name}: {item.reason}")
+            if images:
+                logits = predictor.logits(np.concatenate([image.chips for image in images]))
+                start = 0
+                for image in images:
+                    rows = logits[start : start + len(image.boxes)]
+                    start += len(image.boxes)
+                    body = predictor.response(image.boxes, rows)
+                    write_json_atomically(args.out / f"{image.path.name}.json", body.model_dump_json())
+                    faces += len(image.boxes)
+                processed += len(images)
+            bar.update(len(batch))
+    print(
+        f"age-demo: {processed} of {len(files)} files processed ({faces} faces) -> {args.out}; {len(skipped)} skipped"
+    )
+    return 0 if processed else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

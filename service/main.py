@@ -1,0 +1,164 @@
+"""The app factory, its lifespan and the ``age-serve`` command.
+
+Start-up: the lifespan opens the detection pool and loads the model, the dlib aligner and the micro-batcher in the
+background, so ``GET /health`` answers 503 while that runs and 200 once one warm-up prediction has passed. Nothing
+happens at import time. ``age-serve`` checks the predict config and the model file's metadata before starting
+uvicorn, so a missing, corrupt or mismatched model ends the process with one line and exit status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+import threading
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
+
+from core.errors import AgeEstimationError
+from service.alignment import Aligner, aligner_from_metadata
+from service.batching import MicroBatcher
+from service.errors import install_error_handlers
+from service.metrics import RequestMetricsMiddleware, ServiceMetrics
+from service.routes import page, predict, status
+from service.runtime import Runtime
+from service.settings import ServiceSettings, choose_model, load_settings
+
+if TYPE_CHECKING:
+    from service.predictor import Predictor
+
+logger = logging.getLogger(__name__)
+
+FatalHandler = Callable[[str], None]
+"""Called with the one-line reason when start-up fails (``age-serve`` stops the server with it)."""
+
+
+def create_app(settings: ServiceSettings | None = None, on_fatal: FatalHandler | None = None) -> FastAPI:
+    """Build the app. ``settings`` default to the environment; ``on_fatal`` is told if loading the model fails."""
+    runtime = Runtime(settings=settings or load_settings(), metrics=ServiceMetrics())
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        runtime.detect_pool = ThreadPoolExecutor(runtime.settings.detect_workers, thread_name_prefix="detect")
+        loading = asyncio.create_task(_start(runtime, on_fatal), name="load-model")
+        try:
+            yield
+        finally:
+            loading.cancel()
+            await asyncio.gather(loading, return_exceptions=True)
+            if runtime.batcher is not None:
+                await runtime.batcher.stop()
+            runtime.detect_pool.shutdown(wait=False, cancel_futures=True)
+
+    app = FastAPI(
+        title="CORAL age estimation",
+        summary="Estimates the age of every face in a photo (CORAL ordinal regression).",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.state.runtime = runtime
+    install_error_handlers(app)
+    app.add_middleware(RequestMetricsMiddleware, metrics=runtime.metrics)
+    app.include_router(predict.router)
+    app.include_router(status.router)
+    app.include_router(page.router)
+    app.mount("/static", StaticFiles(directory=page.STATIC_DIR), name="static")
+    return app
+
+
+async def _start(runtime: Runtime, on_fatal: FatalHandler | None) -> None:
+    """Load, warm up and publish the model, aligner and batcher; on failure record the reason."""
+    settings = runtime.settings
+    try:
+        predictor, aligner = await asyncio.to_thread(_load, settings)
+        batcher = MicroBatcher(
+            predictor.logits,
+            max_size=settings.batch_max_size,
+            max_wait_s=settings.batch_max_wait_ms / 1000.0,
+            on_batch=runtime.metrics.observe_batch,
+        )
+        await batcher.start()
+        await _give_every_worker_an_aligner(runtime.detect_pool, aligner, settings.detect_workers)
+    except (AgeEstimationError, OSError, ValueError, threading.BrokenBarrierError) as exc:
+        runtime.error = f"cannot start: {exc}"
+        if on_fatal is not None:
+            on_fatal(runtime.error)
+        else:
+            logger.error("%s", runtime.error)
+        return
+    runtime.predictor, runtime.aligner, runtime.batcher = predictor, aligner, batcher
+    logger.info("ready: %s on %s", settings.model_path or "the predict config's model", predictor.device)
+
+
+def _load(settings: ServiceSettings) -> tuple[Predictor, Aligner]:
+    # TensorFlow is imported here, not at module level, so that `age-serve` refuses a bad config in a blink.
+    from service.predictor import load_predictor
+
+    choice = choose_model(settings)
+    predictor = load_predictor(choice)
+    return predictor, aligner_from_metadata(choice.metadata)
+
+
+async def _give_every_worker_an_aligner(pool: ThreadPoolExecutor | None, aligner: Aligner, workers: int) -> None:
+    """Run one tiny alignment on each detection thread, so no request pays for loading dlib's models."""
+    # The barrier keeps every task busy until all have started, which makes the pool start all its threads.
+    barrier = threading.Barrier(workers)
+    blank = np.zeros((64, 64, 3), dtype=np.uint8)
+
+    def warm() -> None:
+        barrier.wait(timeout=60)
+        aligner.align(blank)
+
+    loop = asyncio.get_running_loop()
+    await asyncio.gather(*(loop.run_in_executor(pool, warm) for _ in range(workers)))
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="age-serve",
+        description="Serve the age-estimation REST API and web page (environment variables: see README).",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8000, help="TCP port (default: 8000)")
+    parser.add_argument("--model", type=Path, help="the .h5 to serve (default: MODEL_PATH, else the config's)")
+    parser.add_argument("--config", type=Path, help="predict config (default: PREDICT_CONFIG, else configs/...)")
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``age-serve``: check the config and model, then serve until interrupted. Returns the exit status."""
+    import uvicorn
+
+    args = _parse_args(argv)
+    try:
+        settings = load_settings(model_path=args.model, predict_config=args.config)
+        choose_model(settings)
+    except AgeEstimationError as exc:
+        print(f"age-serve: {exc}", file=sys.stderr)
+        return 1
+    failure: list[str] = []
+
+    def stop(reason: str) -> None:
+        failure.append(reason)
+        server.should_exit = True
+
+    app = create_app(settings, on_fatal=stop)
+    server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level))
+    server.run()
+    if failure:
+        print(f"age-serve: {failure[0]}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,107 @@
+"""The model side of inference, shared by ``age-serve`` and ``age-demo``: load once, run chips, build the body.
+
+Face chips go in as ``uint8`` ``(N, img_size, img_size, 3)`` RGB (the model scales pixels itself); CORAL logits
+come out as ``(N, K-1)``, and :meth:`Predictor.response` turns them into the ``POST /predict`` body.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import tensorflow as tf
+
+from core.artifact import load_model
+from core.coral import labels_from_probas, probas_from_logits
+from service.schemas import FacePrediction, PredictResponse
+from service.settings import ModelChoice
+
+if TYPE_CHECKING:
+    import keras
+
+
+class Predictor:
+    """A loaded CORAL model plus what is needed to decode its output.
+
+    Args:
+        model: Keras model, input ``(None, S, S, 3)`` float pixels 0..255, output ``(None, K-1)`` logits.
+        metadata: the model file's metadata (``start_label``, ``num_classes``, ``img_size``, ...).
+        threshold: default decision threshold in (0, 1) (the predict config's, which overrides the model's).
+        device: where the model runs, for ``GET /health``, e.g. ``"CPU"``.
+    """
+
+    def __init__(self, model: keras.Model, metadata: dict[str, Any], threshold: float, device: str) -> None:
+        self.metadata = dict(metadata)
+        self.threshold = float(threshold)
+        self.device = device
+        self.start_label = int(metadata["start_label"])
+        self.num_classes = int(metadata["num_classes"])
+        self.img_size = int(metadata["img_size"])
+        size = self.img_size
+        # One trace for every batch size: the micro-batcher produces all sizes from 1 to its maximum.
+        self._forward = tf.function(
+            lambda chips: model(tf.cast(chips, tf.float32), training=False),
+            input_signature=[tf.TensorSpec((None, size, size, 3), tf.uint8)],
+        )
+
+    def logits(self, chips: np.ndarray) -> np.ndarray:
+        """CORAL logits ``(N, K-1)`` float32 of the chips ``(N, S, S, 3)`` uint8 RGB."""
+        if len(chips) == 0:
+            return np.zeros((0, self.num_classes - 1), dtype=np.float32)
+        return np.asarray(self._forward(tf.convert_to_tensor(chips, dtype=tf.uint8)), dtype=np.float32)
+
+    def warm_up(self) -> None:
+        """Trace and run the model once, so that the first request does not pay for it."""
+        self.logits(np.zeros((1, self.img_size, self.img_size, 3), dtype=np.uint8))
+
+    def faces(
+        self, boxes: Sequence[Sequence[int]], logits: np.ndarray, threshold: float | None = None
+    ) -> list[FacePrediction]:
+        """One ``FacePrediction`` per row of ``logits`` ``(N, K-1)``, with ``boxes[i]`` as its box."""
+        threshold = self.threshold if threshold is None else float(threshold)
+        probas = probas_from_logits(logits)
+        ranks = labels_from_probas(probas, threshold)
+        return [
+            FacePrediction(
+                raw_logits=[float(value) for value in row],
+                raw_probas=[float(value) for value in face_probas],
+                threshold=threshold,
+                thresholded_probas=(face_probas > threshold).astype(int).tolist(),
+                result_value=self.start_label + int(rank),
+                box=[int(value) for value in box],
+            )
+            for row, face_probas, rank, box in zip(logits, probas, ranks, boxes, strict=True)
+        ]
+
+    def response(
+        self, boxes: Sequence[Sequence[int]], logits: np.ndarray, threshold: float | None = None
+    ) -> PredictResponse:
+        """The ``POST /predict`` body for faces ordered largest first: the first face's fields plus ``faces``."""
+        faces = self.faces(boxes, logits, threshold)
+        if not faces:
+            raise ValueError("response() needs at least one face")
+        return PredictResponse(**faces[0].model_dump(), faces=faces)
+
+
+def configure_device() -> str:
+    """Let TensorFlow grow GPU memory as needed (before it initialises the GPU); name the device used."""
+    gpus = tf.config.list_physical_devices("GPU")
+    for gpu in gpus:
+        # RuntimeError: the GPU was initialised earlier in this process (a second app); the setting is fixed then.
+        with contextlib.suppress(RuntimeError):
+            tf.config.experimental.set_memory_growth(gpu, True)
+    if not gpus:
+        return "CPU"
+    details = tf.config.experimental.get_device_details(gpus[0])
+    return f"GPU ({details.get('device_name', gpus[0].name)})"
+
+
+def load_predictor(choice: ModelChoice) -> Predictor:
+    """Load the chosen model once and warm it up; ``ModelFileError`` when the file cannot be loaded."""
+    device = configure_device()
+    model = load_model(choice.model_file)
+    predictor = Predictor(model, choice.metadata, choice.config.threshold, device)
+    predictor.warm_up()
+    return predictor

@@ -1,0 +1,1 @@
+"""HTTP routes: ``predict`` (POST /predict), ``status`` (GET /health, GET /metrics) and ``page`` (GET /)."""

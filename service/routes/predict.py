@@ -1,0 +1,72 @@
+"""``POST /predict``: an uploaded photo in, the age of every face out.
+
+The stages run off the event loop: decoding and dlib alignment in the detection pool (one aligner per thread),
+the model in the micro-batcher's thread, batched with the faces of concurrent requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
+
+import numpy as np
+from fastapi import APIRouter, Query, Request
+from prometheus_client import Histogram
+
+from core.errors import NoFaceError
+from core.image import decode_image
+from service.runtime import AlignerDep, ReadyRuntimeDep
+from service.schemas import ErrorResponse, PredictResponse
+from service.upload import read_upload
+
+router = APIRouter()
+
+T = TypeVar("T")
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorResponse, "description": description}
+    for status, description in {
+        400: "the image is unreadable or corrupt",
+        413: "the upload or its pixel count is over the limit",
+        415: "the content is not a JPEG, PNG, WebP, BMP or TIFF image",
+        422: "no face found, no `file` field, or a bad `threshold`",
+        503: "the model is still loading",
+    }.items()
+}
+
+
+def _timed(histogram: Histogram, work: Callable[..., T], *args: Any) -> T:
+    started = time.perf_counter()
+    try:
+        return work(*args)
+    finally:
+        histogram.observe(time.perf_counter() - started)
+
+
+@router.post("/predict", response_model=PredictResponse, responses=_ERRORS)
+async def predict(
+    request: Request,
+    runtime: ReadyRuntimeDep,
+    aligner: AlignerDep,
+    threshold: Annotated[
+        float | None, Query(gt=0.0, lt=1.0, description="decision threshold; default: the predict config's")
+    ] = None,
+) -> PredictResponse:
+    """Estimate the age of every face (up to ``MAX_FACES``, largest first) in the multipart field ``file``."""
+    settings, metrics = runtime.settings, runtime.metrics
+    assert runtime.predictor is not None
+    assert runtime.batcher is not None
+    data = await read_upload(request, settings.max_upload_bytes)
+    loop = asyncio.get_running_loop()
+    decode = metrics.stage_seconds.labels(stage="decode")
+    rgb = await loop.run_in_executor(runtime.detect_pool, _timed, decode, decode_image, data, settings.max_pixels)
+    detect = metrics.stage_seconds.labels(stage="detect")
+    faces = await loop.run_in_executor(runtime.detect_pool, _timed, detect, aligner.align, rgb)
+    metrics.faces_per_image.observe(len(faces))
+    if not faces:
+        raise NoFaceError("no face found in the image; send a photo with a clearly visible, roughly frontal face")
+    faces = list(faces)[: settings.max_faces]
+    logits = await runtime.batcher.submit(np.stack([face.chip for face in faces]))
+    return runtime.predictor.response([face.box for face in faces], logits, threshold)

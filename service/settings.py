@@ -1,0 +1,149 @@
+"""The service's configuration: environment variables (pydantic-settings) and ``predict_config.json`` (pydantic).
+
+Both fail fast: a wrong type, an unknown key or an impossible value raises ``ConfigError`` with one line that names
+the key and where it came from, before any model is loaded. ``check_agreement`` then refuses a predict config that
+disagrees with the model file's own metadata, since serving such a pair would decode ages on the wrong scale.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from core.artifact import read_metadata
+from core.errors import ConfigError
+from core.image import DEFAULT_MAX_PIXELS
+
+DEFAULT_PREDICT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "predict_config.json"
+"""The repository's ``configs/predict_config.json``, found from the package so the CWD does not matter."""
+
+
+class ServiceSettings(BaseSettings):
+    """Environment variables read by ``age-serve`` (and, for the paths, ``age-demo``); names are upper case."""
+
+    model_config = SettingsConfigDict(extra="ignore", frozen=True, protected_namespaces=())
+
+    model_path: Path | None = Field(
+        default=None, description="the .h5 to serve; overrides model_path of the predict config"
+    )
+    predict_config: Path = Field(default=DEFAULT_PREDICT_CONFIG, description="the predict_config.json to use")
+    max_upload_bytes: int = Field(default=10 * 1024 * 1024, gt=0, description="largest accepted upload, bytes")
+    max_pixels: int = Field(default=DEFAULT_MAX_PIXELS, gt=0, description="largest accepted width x height")
+    max_faces: int = Field(default=16, gt=0, description="faces analysed per image, largest first")
+    batch_max_size: int = Field(default=32, gt=0, description="faces per model call at most")
+    batch_max_wait_ms: float = Field(default=5.0, ge=0, description="how long a batch waits to fill, ms")
+    detect_workers: int = Field(default_factory=lambda: os.cpu_count() or 1, gt=0, description="face-detection threads")
+
+
+def load_settings(**overrides: Any) -> ServiceSettings:
+    """Read the environment (``overrides`` win, e.g. from command-line flags); raise ``ConfigError`` if invalid."""
+    try:
+        return ServiceSettings(**{key: value for key, value in overrides.items() if value is not None})
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        key = str(error["loc"][0]).upper() if error["loc"] else "?"
+        raise ConfigError(f"environment variable {key}: {error['msg']} (got {error.get('input')!r})") from None
+
+
+class PredictConfig(BaseModel):
+    """``predict_config.json``: what the served model is expected to be, and the decision threshold.
+
+    Labels are ages in years: rank ``r`` in ``0..n_classes-1`` means age ``start_label + r``, so ``end_label`` must
+    equal ``start_label + n_classes - 1``. ``model_path`` is relative to the config file's folder unless absolute.
+    """
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, protected_namespaces=())
+
+    n_classes: int = Field(ge=2)
+    start_label: int = Field(ge=0)
+    end_label: int
+    img_size: int = Field(gt=0)
+    threshold: float = Field(gt=0.0, lt=1.0)
+    model_path: str = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _labels_span_the_classes(self) -> PredictConfig:
+        expected = self.start_label + self.n_classes - 1
+        if self.end_label != expected:
+            raise ValueError(f"end_label: {self.end_label} disagrees with start_label + n_classes - 1 = {expected}")
+        return self
+
+    def resolve_model_path(self, config_file: Path) -> Path:
+        """``model_path`` as a path usable from the current directory."""
+        path = Path(self.model_path)
+        return path if path.is_absolute() else (config_file.parent / path).resolve()
+
+
+def load_predict_config(path: Path) -> PredictConfig:
+    """Parse and validate ``path``; raise ``ConfigError`` with one line naming the file and the key."""
+    try:
+        raw = json.loads(Path(path).read_text())
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the predict config: {exc.strerror or exc}") from None
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path}: not valid JSON: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the predict config must be a JSON object")
+    try:
+        return PredictConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(f"{path}: {_describe(exc.errors()[0])}") from None
+
+
+def _describe(error: Any) -> str:
+    key = ".".join(str(part) for part in error["loc"])
+    if error["type"] == "extra_forbidden":
+        return f"unknown key '{key}'; expected only {', '.join(PredictConfig.model_fields)}"
+    if error["type"] == "missing":
+        return f"missing key '{key}'"
+    if not key:
+        # Model-level checks put the key name first in their message.
+        return str(error["msg"]).removeprefix("Value error, ")
+    return f"key '{key}': {error['msg']} (got {error.get('input')!r})"
+
+
+def check_agreement(config: PredictConfig, config_file: Path, metadata: dict[str, Any], model_file: Path) -> None:
+    """Raise ``ConfigError`` if the predict config and the model's metadata describe different label scales."""
+    num_classes = int(metadata["num_classes"])
+    start_label = int(metadata["start_label"])
+    pairs = [
+        ("n_classes", config.n_classes, "num_classes", num_classes),
+        ("start_label", config.start_label, "start_label", start_label),
+        ("img_size", config.img_size, "img_size", int(metadata["img_size"])),
+        ("end_label", config.end_label, "end_label", int(metadata.get("end_label", start_label + num_classes - 1))),
+    ]
+    for key, ours, their_key, theirs in pairs:
+        if ours != theirs:
+            raise ConfigError(
+                f"{config_file}: {key} is {ours} but the model {model_file} has {their_key} {theirs}; "
+                "make the predict config match the model"
+            )
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """The model to serve and the predict config it was checked against."""
+
+    config: PredictConfig
+    config_file: Path
+    model_file: Path
+    metadata: dict[str, Any]
+
+
+def choose_model(settings: ServiceSettings) -> ModelChoice:
+    """Read the predict config and the model's metadata (h5py only, no TensorFlow) and check they agree.
+
+    The model is ``settings.model_path`` when set, else the config's ``model_path``. Raises ``ConfigError`` or
+    ``ModelFileError`` with one line naming the file and, for config errors, the key.
+    """
+    config = load_predict_config(settings.predict_config)
+    model_file = settings.model_path or config.resolve_model_path(settings.predict_config)
+    metadata = read_metadata(model_file)
+    check_agreement(config, settings.predict_config, metadata, model_file)
+    return ModelChoice(config, settings.predict_config, model_file, metadata)

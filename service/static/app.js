@@ -1,0 +1,192 @@
+// The web client of POST /predict: upload a photo, draw every face's box and age, plot the selected face's
+// CORAL probability curve P(age > k). Plain browser JavaScript, no build step, no dependencies.
+"use strict";
+
+const SVG_NS = "http://www.w3.org/2000/svg";
+const COLORS = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#9a6324"];
+
+const state = { bitmap: null, faces: [], selected: 0 };
+
+const el = (id) => document.getElementById(id);
+
+function setStatus(text, isError = false) {
+  const status = el("status");
+  status.textContent = text;
+  status.classList.toggle("error", isError);
+}
+
+// The first age the model can output: result_value minus the number of tasks above the threshold.
+function startLabel(face) {
+  return face.result_value - face.thresholded_probas.reduce((sum, bit) => sum + bit, 0);
+}
+
+async function analyse(file) {
+  if (!file) return;
+  setStatus(`Analysing ${file.name}…`);
+  el("view").hidden = true;
+  // The server rotates by EXIF before detecting; "from-image" makes the canvas agree with its boxes.
+  const bitmapPromise = createImageBitmap(file, { imageOrientation: "from-image" }).catch(() => null);
+  const form = new FormData();
+  form.append("file", file);
+  let response;
+  try {
+    response = await fetch("/predict", { method: "POST", body: form });
+  } catch (err) {
+    setStatus(`The server could not be reached: ${err}`, true);
+    return;
+  }
+  const body = await response.json().catch(() => ({ detail: response.statusText }));
+  if (!response.ok) {
+    setStatus(`${response.status}: ${body.detail}`, true);
+    return;
+  }
+  state.bitmap = await bitmapPromise;
+  state.faces = body.faces;
+  state.selected = 0;
+  const ages = body.faces.map((face) => face.result_value).join(", ");
+  setStatus(`${body.faces.length} face${body.faces.length === 1 ? "" : "s"} found; estimated age${
+    body.faces.length === 1 ? "" : "s"}: ${ages}`);
+  el("view").hidden = false;
+  render();
+}
+
+function render() {
+  drawPhoto();
+  listFaces();
+  drawCurve(state.faces[state.selected]);
+}
+
+function drawPhoto() {
+  const canvas = el("photo");
+  const ctx = canvas.getContext("2d");
+  const { bitmap } = state;
+  if (bitmap) {
+    canvas.width = bitmap.width;
+    canvas.height = bitmap.height;
+    ctx.drawImage(bitmap, 0, 0);
+  } else {
+    const right = Math.max(...state.faces.map((face) => face.box[2])) + 20;
+    const bottom = Math.max(...state.faces.map((face) => face.box[3])) + 20;
+    canvas.width = right;
+    canvas.height = bottom;
+    ctx.fillStyle = "#ddd";
+    ctx.fillRect(0, 0, right, bottom);
+  }
+  const line = Math.max(2, Math.round(canvas.width / 400));
+  ctx.font = `bold ${Math.max(14, Math.round(canvas.width / 45))}px system-ui, sans-serif`;
+  ctx.textBaseline = "bottom";
+  state.faces.forEach((face, i) => {
+    const [left, top, right, bottom] = face.box;
+    const color = COLORS[i % COLORS.length];
+    ctx.lineWidth = i === state.selected ? line * 2 : line;
+    ctx.strokeStyle = color;
+    ctx.strokeRect(left, top, right - left + 1, bottom - top + 1);
+    const label = `${face.result_value}`;
+    const width = ctx.measureText(label).width + 8;
+    const height = parseInt(ctx.font.split(" ")[1], 10) + 4;
+    const y = top >= height ? top : bottom + height;
+    ctx.fillStyle = color;
+    ctx.fillRect(left - line / 2, y - height, width, height);
+    ctx.fillStyle = "#fff";
+    ctx.fillText(label, left + 4, y - 2);
+  });
+}
+
+function listFaces() {
+  const list = el("faces");
+  list.replaceChildren();
+  state.faces.forEach((face, i) => {
+    const item = document.createElement("li");
+    item.textContent = `Age ${face.result_value}`;
+    item.style.borderLeft = `6px solid ${COLORS[i % COLORS.length]}`;
+    item.classList.toggle("selected", i === state.selected);
+    item.dataset.age = String(face.result_value);
+    item.addEventListener("click", () => select(i));
+    list.appendChild(item);
+  });
+}
+
+function select(index) {
+  state.selected = index;
+  render();
+}
+
+function faceAt(x, y) {
+  // Smallest box containing the point, so a face inside a larger box stays clickable.
+  let best = -1;
+  let bestArea = Infinity;
+  state.faces.forEach((face, i) => {
+    const [left, top, right, bottom] = face.box;
+    const area = (right - left) * (bottom - top);
+    if (x >= left && x <= right && y >= top && y <= bottom && area < bestArea) {
+      best = i;
+      bestArea = area;
+    }
+  });
+  return best;
+}
+
+function svg(name, attributes, text) {
+  const node = document.createElementNS(SVG_NS, name);
+  Object.entries(attributes).forEach(([key, value]) => node.setAttribute(key, String(value)));
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+function drawCurve(face) {
+  const plot = el("curve");
+  plot.replaceChildren();
+  if (!face) return;
+  const W = 420, H = 260, M = { left: 44, right: 12, top: 14, bottom: 36 };
+  const first = startLabel(face);
+  const n = face.raw_probas.length;
+  const x = (k) => M.left + (n === 1 ? 0 : (k / (n - 1)) * (W - M.left - M.right));
+  const y = (p) => M.top + (1 - p) * (H - M.top - M.bottom);
+  plot.appendChild(svg("line", { x1: M.left, y1: y(0), x2: W - M.right, y2: y(0), stroke: "#444" }));
+  plot.appendChild(svg("line", { x1: M.left, y1: y(0), x2: M.left, y2: y(1), stroke: "#444" }));
+  [0, 0.5, 1].forEach((p) => {
+    plot.appendChild(svg("text", { x: M.left - 6, y: y(p) + 4, "text-anchor": "end", "font-size": 11 }, p));
+  });
+  const ticks = 6;
+  for (let t = 0; t <= ticks; t += 1) {
+    const k = Math.round((t / ticks) * (n - 1));
+    plot.appendChild(svg("text", { x: x(k), y: H - M.bottom + 16, "text-anchor": "middle", "font-size": 11 },
+      first + k));
+  }
+  plot.appendChild(svg("text", { x: (W + M.left) / 2, y: H - 4, "text-anchor": "middle", "font-size": 12 },
+    "age k (years)"));
+  plot.appendChild(svg("line", { x1: M.left, y1: y(face.threshold), x2: W - M.right, y2: y(face.threshold),
+    stroke: "#999", "stroke-dasharray": "4 3" }));
+  const points = face.raw_probas.map((p, k) => `${x(k).toFixed(1)},${y(p).toFixed(1)}`).join(" ");
+  plot.appendChild(svg("polyline", { points, fill: "none", stroke: COLORS[state.selected % COLORS.length],
+    "stroke-width": 2 }));
+  const k = Math.min(Math.max(face.result_value - first, 0), n - 1);
+  plot.appendChild(svg("line", { x1: x(k), y1: y(0), x2: x(k), y2: y(1), stroke: "#222", "stroke-width": 1 }));
+  plot.appendChild(svg("text", { x: x(k) + 4, y: M.top + 10, "font-size": 12, "font-weight": "bold" },
+    `estimate: ${face.result_value}`));
+}
+
+function setUp() {
+  const input = el("file");
+  const drop = el("drop");
+  input.addEventListener("change", () => analyse(input.files[0]));
+  ["dragenter", "dragover"].forEach((type) => drop.addEventListener(type, (event) => {
+    event.preventDefault();
+    drop.classList.add("over");
+  }));
+  ["dragleave", "drop"].forEach((type) => drop.addEventListener(type, () => drop.classList.remove("over")));
+  drop.addEventListener("drop", (event) => {
+    event.preventDefault();
+    analyse(event.dataTransfer.files[0]);
+  });
+  el("photo").addEventListener("click", (event) => {
+    const canvas = event.currentTarget;
+    const rect = canvas.getBoundingClientRect();
+    const x = ((event.clientX - rect.left) * canvas.width) / rect.width;
+    const y = ((event.clientY - rect.top) * canvas.height) / rect.height;
+    const index = faceAt(x, y);
+    if (index >= 0) select(index);
+  });
+}
+
+setUp();
