@@ -21,37 +21,32 @@ import shutil
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath
 
+import numpy as np
 import pandas as pd
 from PIL import Image
 from tqdm import tqdm
 
-from core.errors import ConfigError, ImageTooLargeError, UnreadableImageError, UnsupportedImageError
+from core.errors import ConfigError, ImageError, ImageTooLargeError, UnsupportedImageError
 from core.face import FaceAligner
 from core.image import read_image
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"})
 JPEG_QUALITY = 95
 STATE_DIR = ".age-align"
+IMAGE_ERRORS = ((ImageTooLargeError, "too_large"), (UnsupportedImageError, "unsupported"), (ImageError, "unreadable"))
 CHIP_KEYS = ("img_size", "padding", "detector", "upsample", "max_detect_side", "jpeg_quality")
 
 
-@dataclass(frozen=True)
-class _WorkerState:
-    """What each worker process sets up once: folders and its own aligner (dlib models load once per process)."""
-
-    images: Path
-    out: Path
-    aligner: FaceAligner
-
-
-_state: _WorkerState | None = None
+# Set once per worker process by _init_worker: (--images, --out, the process's own aligner).
+_state: tuple[Path, Path, FaceAligner] | None = None
 
 
 class _Parser(argparse.ArgumentParser):
+    """Reports a bad command line in one line (no usage block) with exit code 2."""
+
     def error(self, message: str) -> None:  # type: ignore[override]
         self.exit(2, f"{self.prog}: error: {message}\n")
 
@@ -120,26 +115,20 @@ def chip_path(rel: str) -> str:
 
 
 def plan(rows: pd.DataFrame, start: int, end: int | None) -> tuple[pd.DataFrame, dict[str, str]]:
-    """Rows to align (one per chip path, sorted by Path then ID) and the reasons the others are left out."""
+    """Rows to align (one per chip path, sorted by Path then ID) and the reasons the others are left out.
+
+    Reasons, first that applies: ``bad_path`` (absolute, empty or leaving --images), ``duplicate_path`` (a second
+    row with the same chip path), ``age_out_of_range`` (outside ``start..end``).
+    """
     rows = rows.sort_values(["Path", "ID"], kind="stable").reset_index(drop=True)
-    failed: dict[str, str] = {}
-    keep = []
-    seen: set[str] = set()
-    for i, row in rows.iterrows():
-        rel = PurePosixPath(row["Path"])
-        reason = ""
-        if not row["Path"] or rel.is_absolute() or ".." in rel.parts:
-            reason = "bad_path"
-        elif chip_path(row["Path"]) in seen:
-            reason = "duplicate_path"
-        elif row["Age"] < start or (end is not None and row["Age"] > end):
-            reason = "age_out_of_range"
-        if reason:
-            failed.setdefault(row["Path"], reason)
-        else:
-            seen.add(chip_path(row["Path"]))
-            keep.append(i)
-    return rows.loc[keep].reset_index(drop=True), failed
+    parts = rows["Path"].map(PurePosixPath)
+    bad = parts.map(lambda p: not p.name or p.is_absolute() or ".." in p.parts).astype(bool)
+    chips = rows["Path"].where(bad, rows["Path"][~bad].map(chip_path))
+    duplicate = chips.duplicated() & ~bad
+    outside = (rows["Age"] < start) | (rows["Age"] > end if end is not None else False)
+    reason = pd.Series(np.select([bad, duplicate, outside], ["bad_path", "duplicate_path", "age_out_of_range"], ""))
+    failed = rows.assign(reason=reason)[reason != ""].drop_duplicates("Path")
+    return rows[reason == ""].reset_index(drop=True), dict(zip(failed["Path"], failed["reason"], strict=True))
 
 
 def _init_worker(images: str, out: str, params: dict) -> None:
@@ -151,24 +140,20 @@ def _init_worker(images: str, out: str, params: dict) -> None:
         upsample=params["upsample"],
         max_detect_side=params["max_detect_side"],
     )
-    _state = _WorkerState(Path(images), Path(out), aligner)
+    _state = (Path(images), Path(out), aligner)
 
 
 def _align_one(rel: str) -> tuple[str, str]:
     """Align one image; returns ``(rel, "")`` once its chip is written, else ``(rel, reason)``."""
     assert _state is not None, "_init_worker runs first"
-    images, out, aligner = _state.images, _state.out, _state.aligner
+    images, out, aligner = _state
     source = images / rel
     if not source.is_file():
         return rel, "missing"
     try:
         faces = aligner.align(read_image(source))
-    except ImageTooLargeError:
-        return rel, "too_large"
-    except UnsupportedImageError:
-        return rel, "unsupported"
-    except UnreadableImageError:
-        return rel, "unreadable"
+    except ImageError as err:
+        return rel, next(reason for kind, reason in IMAGE_ERRORS if isinstance(err, kind))
     if not faces:
         return rel, "no_face"
     target = out / chip_path(rel)
@@ -267,14 +252,8 @@ def run(args: argparse.Namespace) -> dict:
     seconds = time.perf_counter() - began
     failed.update({rel: done[rel] for rel in todo_rows["Path"] if done[rel]})
     aligned = todo_rows[[not done[rel] for rel in todo_rows["Path"]]]
-    labels = pd.DataFrame(
-        {
-            "ID": aligned["ID"],
-            "Path": aligned["Path"].map(chip_path),
-            "Age": aligned["Age"],
-            "scaled": aligned["Age"] - start,
-        }
-    ).sort_values(["Path", "ID"], kind="stable")
+    labels = aligned.assign(Path=aligned["Path"].map(chip_path), scaled=aligned["Age"] - start)
+    labels = labels[["ID", "Path", "Age", "scaled"]].sort_values(["Path", "ID"], kind="stable")
     failures = pd.DataFrame(sorted(failed.items()), columns=["Path", "reason"])
     _write_atomic(args.out / "labels.csv", lambda p: labels.to_csv(p, index=False))
     _write_atomic(args.out / "failed.csv", lambda p: failures.to_csv(p, index=False))
@@ -290,23 +269,21 @@ def run(args: argparse.Namespace) -> dict:
     return summary
 
 
-def _summary_line(summary: dict, out: Path) -> str:
-    reasons: Iterable[str] = (f"{k} {v}" for k, v in summary["failed"].items())
-    rate = summary["images_this_run"] / max(summary["seconds_this_run"], 1e-9)
-    return (
-        f"aligned {summary['aligned']}, failed {sum(summary['failed'].values())} ({', '.join(reasons) or 'none'}); "
-        f"{summary['images_this_run']} images aligned in this run at {rate:.1f} images/s; labels in {out}/labels.csv"
-    )
-
-
 def main(argv: list[str] | None = None) -> int:
+    """Console entry point; bad input prints one line on stderr and returns 2; the last stdout line sums up."""
     args = parse_args(argv)
     try:
         summary = run(args)
     except ConfigError as err:
         print(f"age-align: error: {err}", file=sys.stderr)
         return 2
-    print(_summary_line(summary, args.out))
+    reasons = ", ".join(f"{k} {v}" for k, v in summary["failed"].items()) or "none"
+    rate = summary["images_this_run"] / max(summary["seconds_this_run"], 1e-9)
+    print(
+        f"aligned {summary['aligned']}, failed {sum(summary['failed'].values())} ({reasons}); "
+        f"{summary['images_this_run']} images aligned in this run at {rate:.1f} images/s; "
+        f"labels in {args.out / 'labels.csv'}"
+    )
     return 0
 
 

@@ -18,7 +18,7 @@ from PIL import Image
 
 from core.face import FaceAligner
 from core.image import read_image
-from trainer.align import chip_path, main
+from trainer.align import chip_path, main, plan
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -232,3 +232,23 @@ def test_killed_run_resumes_to_the_same_result(utkface_dir: Path, tmp_path: Path
     assert {rel: (resumed / rel).stat().st_mtime_ns for rel in kept} == kept
     assert json.loads((resumed / "align.json").read_text())["images_this_run"] <= 50
     assert list((resumed / ".age-align" / "tmp").iterdir()) == []
+
+
+def test_plan_gives_each_left_out_row_its_reason() -> None:
+    rows = pd.DataFrame(
+        {
+            "ID": ["a", "b", "c", "d", "e", "f", "g"],
+            "Path": ["x/a.png", "x/a.jpg", "", "/abs.jpg", "../up.jpg", "x/old.jpg", "x/kid.jpg"],
+            "Age": [30, 30, 30, 30, 30, 99, 5],
+        }
+    )
+    todo, failed = plan(rows, start=10, end=80)
+    assert todo["Path"].tolist() == ["x/a.jpg"]  # sorted first, so it keeps the chip path x/a.jpg
+    assert failed == {
+        "x/a.png": "duplicate_path",
+        "": "bad_path",
+        "/abs.jpg": "bad_path",
+        "../up.jpg": "bad_path",
+        "x/old.jpg": "age_out_of_range",
+        "x/kid.jpg": "age_out_of_range",
+    }

@@ -1,0 +1,121 @@
+"""Alignment benchmarks: ``age-align`` throughput on UTKFace and ``FaceAligner`` cost on a large photo.
+
+1. ``age-align --workers 2`` on 2,000 UTKFace images (a fixed random sample), timed end to end in a subprocess
+   (process start, model loading, decoding, alignment, JPEG chips, CSVs). Baseline in the same run: one process
+   decoding and aligning 200 of the same images in a loop; the ratio is the job's speed-up over that loop.
+   Target: at least 60 images/s.
+2. ``FaceAligner.align`` on a 4000x3000 photo against the same photo at 1000x750 (``bald_guys.jpg``, resized),
+   median of several calls after a warm-up. The large photo is searched on a copy downscaled to 1024 pixels, so
+   the ratio stays near 1 although it has 16x the pixels. Target: ratio at most 1.5.
+
+Writes ``bench/results/align.md``; run as ``python -m bench.bench_align``. Needs ``../shared/data``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from core.face import FaceAligner
+from core.image import read_image
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+RESULT = ROOT / "bench" / "results" / "align.md"
+
+
+def job_throughput(n_images: int, workers: int) -> dict[str, float]:
+    """Runs age-align on a sample of UTKFace; images/s end to end and for the alignment loop alone."""
+    sample = pd.read_csv(DATA / "utkface" / "labels.csv").sample(n_images, random_state=0)
+    with tempfile.TemporaryDirectory() as tmp:
+        csv = Path(tmp) / "sample.csv"
+        sample.to_csv(csv, index=False)
+        out = Path(tmp) / "out"
+        command = [sys.executable, "-m", "trainer.align", "--images", str(DATA / "utkface"), "--csv", str(csv)]
+        started = time.perf_counter()
+        subprocess.run([*command, "--out", str(out), "--workers", str(workers)], check=True, cwd=ROOT)
+        wall = time.perf_counter() - started
+        record = json.loads((out / "align.json").read_text())
+    return {
+        "end_to_end": n_images / wall,
+        "loop": n_images / record["seconds_this_run"],
+        "aligned": record["aligned"] / n_images,
+        "seconds": wall,
+    }
+
+
+def single_process_rate(n_images: int) -> float:
+    """Images/s of one process reading and aligning UTKFace images in a loop (the baseline)."""
+    paths = pd.read_csv(DATA / "utkface" / "labels.csv").sample(n_images, random_state=0)["Path"]
+    aligner = FaceAligner(chip_size=128, padding=0.4)
+    started = time.perf_counter()
+    for path in paths:
+        aligner.align(read_image(DATA / "utkface" / path))
+    return n_images / (time.perf_counter() - started)
+
+
+def large_photo_ratio(repeats: int) -> dict[str, float]:
+    """Median seconds of FaceAligner.align at 4000x3000 and at 1000x750, and their ratio."""
+    photo = Image.fromarray(read_image(DATA / "faces" / "bald_guys.jpg"))
+    big = np.asarray(photo.resize((4000, 3000), Image.Resampling.BICUBIC))
+    small = np.asarray(photo.resize((1000, 750), Image.Resampling.BICUBIC))
+    aligner = FaceAligner(chip_size=128, padding=0.4)
+    timings = {}
+    for name, image in (("small", small), ("big", big)):
+        aligner.align(image)
+        runs = []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            faces = aligner.align(image)
+            runs.append(time.perf_counter() - started)
+        timings[name] = statistics.median(runs)
+        timings[f"{name}_faces"] = len(faces)
+    timings["ratio"] = timings["big"] / timings["small"]
+    return timings
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=2000, help="UTKFace images for the age-align run")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=7, help="timed calls per photo size")
+    args = parser.parse_args(argv)
+    if not (DATA / "utkface" / "labels.csv").is_file() or not (DATA / "faces" / "bald_guys.jpg").is_file():
+        print(f"bench_align: needs {DATA}/utkface and {DATA}/faces", file=sys.stderr)
+        return 1
+    baseline = single_process_rate(200)
+    job = job_throughput(args.images, args.workers)
+    photo = large_photo_ratio(args.repeats)
+    verdict = {True: "meets", False: "misses"}
+    lines = [
+        "## align",
+        f"- `age-align --workers {args.workers}` on {args.images} UTKFace images: **{job['end_to_end']:.1f} "
+        f"images/s** end to end ({job['seconds']:.1f} s, start-up included; {job['loop']:.1f} images/s once the "
+        f"workers are up); {verdict[job['end_to_end'] >= 60]} the target of 60 images/s. "
+        f"Faces found in {job['aligned']:.1%} of the images.",
+        f"- Baseline, one process decoding and aligning in a loop: {baseline:.1f} images/s; "
+        f"age-align's speed-up over it: {job['end_to_end'] / baseline:.2f}x end to end, "
+        f"{job['loop'] / baseline:.2f}x once started.",
+        f"- `FaceAligner.align` on `bald_guys.jpg` at 4000x3000: {photo['big'] * 1000:.0f} ms "
+        f"({photo['big_faces']:.0f} faces) vs {photo['small'] * 1000:.0f} ms at 1000x750 "
+        f"({photo['small_faces']:.0f} faces): ratio **{photo['ratio']:.2f}**, {verdict[photo['ratio'] <= 1.5]} "
+        f"the target of at most 1.5 (median of {args.repeats} calls each).",
+    ]
+    RESULT.parent.mkdir(parents=True, exist_ok=True)
+    RESULT.write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
