@@ -201,7 +201,10 @@ def _check_folders(args: argparse.Namespace) -> None:
     images, out = args.images.resolve(), args.out.resolve()
     if out == images or out.is_relative_to(images) or images.is_relative_to(out):
         raise ConfigError(f"--out {args.out} must not be inside --images {args.images} (or contain it)")
-    if out.exists() and any(out.iterdir()) and not (out / "align.json").is_file():
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {args.out} is a file, not a folder")
+    earlier = (out / "align.json").is_file() or (out / STATE_DIR).is_dir()
+    if out.exists() and any(out.iterdir()) and not earlier:
         raise ConfigError(f"--out {args.out} exists, is not empty and holds no earlier age-align output")
     args.images, args.out = images, out
 

@@ -131,18 +131,33 @@ def test_changed_chip_settings_are_refused(
         (["--csv", "{csv}", "--out", "{images}/out"], "must not be inside --images"),
         (["--csv", "{csv}", "--out", "{tmp}"], "must not be inside --images"),
         (["--csv", "{tmp}/nope.csv", "--out", "{tmp}/out"], "is not a file"),
+        (["--csv", "{csv}", "--out", "{csv}"], "is a file, not a folder"),
+        (["--csv", "{csv}", "--out", "{tmp}/a"], "holds no earlier age-align output"),
         (["--csv", "{csv}", "--utkface", "--out", "{tmp}/out"], "not allowed with"),
         (["--csv", "{csv}"], "--out"),
         (["--csv", "{csv}", "--out", "{tmp}/out", "--workers", "0"], "--workers must be at least 1"),
         (["--csv", "{csv}", "--out", "{tmp}/out", "--padding", "-1"], "--padding must be >= 0"),
         (["--csv", "{csv}", "--out", "{tmp}/out", "--start-label", "50", "--end-label", "40"], "below the start"),
     ],
-    ids=["out-in-images", "images-in-out", "no-csv", "csv-and-utkface", "no-out", "workers", "padding", "labels"],
+    ids=[
+        "out-in-images",
+        "images-in-out",
+        "no-csv",
+        "out-is-file",
+        "out-not-ours",
+        "csv-and-utkface",
+        "no-out",
+        "workers",
+        "padding",
+        "labels",
+    ],
 )
 def test_bad_command_lines_exit_2_with_one_line(
     dataset: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
 ) -> None:
     images, csv = dataset
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "notes.txt").write_text("someone else's folder")
     before = snapshot(tmp_path)
     args = ["--images", str(images)] + [a.format(csv=csv, images=images, tmp=tmp_path) for a in argv]
     try:
