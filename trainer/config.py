@@ -59,8 +59,8 @@ class TrainConfig(BaseModel):
     resume: bool = False
     threshold: float = Field(default=0.5, gt=0.0, lt=1.0)
     chip_padding: float | None = Field(default=None, ge=0.0, le=2.0)
-    detector: Literal["hog", "cnn"] = "hog"
-    upsample: int = Field(default=0, ge=0, le=4)
+    detector: Literal["hog", "cnn"] | None = None
+    upsample: int | None = Field(default=None, ge=0, le=4)
     cache: Literal["memory", "disk", "none"] = "memory"
     mixed_precision: Literal["auto"] | bool = "auto"
     distribute: Literal["auto", "mirrored", "none"] = "auto"
@@ -162,16 +162,30 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Tr
     return config.model_copy(update={k: getattr(config, k).resolve() for k in PATH_KEYS})
 
 
-def resolve_chip_padding(config: TrainConfig) -> float:
-    """The padding the chips were aligned with: the config's, else ``align.json`` beside the CSV, else 0.4."""
-    if config.chip_padding is not None:
-        return config.chip_padding
-    align_json = config.csv_path.parent / "align.json"
+def resolve_alignment(config: TrainConfig) -> dict[str, Any]:
+    """How the chips were cut: ``chip_padding``, ``detector``, ``upsample`` for the model's metadata.
+
+    Each comes from the config when set there, else from the ``align.json`` that ``age-align`` wrote beside the
+    CSV, else the defaults (0.4, ``"hog"``, 0). Consumers of the model align faces with these values.
+    """
     try:
-        value = json.loads(align_json.read_text()).get("padding")
-    except (OSError, ValueError, AttributeError):
-        return DEFAULT_CHIP_PADDING
-    return float(value) if isinstance(value, int | float) else DEFAULT_CHIP_PADDING
+        record = json.loads((config.csv_path.parent / "align.json").read_text())
+    except (OSError, ValueError):
+        record = {}
+    if not isinstance(record, dict):
+        record = {}
+    padding = record.get("padding")
+    detector = record.get("detector")
+    upsample = record.get("upsample")
+    return {
+        "chip_padding": config.chip_padding
+        if config.chip_padding is not None
+        else (float(padding) if isinstance(padding, int | float) else DEFAULT_CHIP_PADDING),
+        "detector": config.detector or (detector if detector in ("hog", "cnn") else "hog"),
+        "upsample": config.upsample
+        if config.upsample is not None
+        else (upsample if isinstance(upsample, int) and upsample >= 0 else 0),
+    }
 
 
 def timestamp() -> str:

@@ -28,7 +28,7 @@ import pandas as pd
 from core.artifact import save_model
 from core.coral import CoralLayer, coral_loss, importance_weights, levels_from_labels
 from core.errors import ConfigError
-from trainer.config import TrainConfig, fill_run_dir, load_config, parse_overrides, resolve_chip_padding, timestamp
+from trainer.config import TrainConfig, fill_run_dir, load_config, parse_overrides, resolve_alignment, timestamp
 from trainer.data import DataSummary, load_table, make_dataset, split_by_id
 from trainer.distribute import choose_strategy, is_chief, set_precision
 from trainer.evaluate import AgeMAE, AgeRMSE, age_metrics, predict_batches
@@ -138,8 +138,8 @@ def _versions() -> dict[str, str]:
     return versions
 
 
-def _write_config(config: TrainConfig, run_dir: Path, summary: DataSummary, chip_padding: float) -> None:
-    resolved = config.model_dump(mode="json") | {"run_dir": str(run_dir), "chip_padding": chip_padding}
+def _write_config(config: TrainConfig, run_dir: Path, summary: DataSummary, alignment: dict[str, Any]) -> None:
+    resolved = config.model_dump(mode="json") | {"run_dir": str(run_dir)} | alignment
     text = json.dumps(resolved, indent=2)
     (run_dir / "config.json").write_text(text + "\n")
     (run_dir / "data_summary.json").write_text(json.dumps(summary.as_dict(), indent=2) + "\n")
@@ -161,12 +161,12 @@ def train(
     keras.utils.set_random_seed(config.seed)
     run_dir = pick_run_dir(config, stamp)
     run_dir.mkdir(parents=True, exist_ok=True)
-    chip_padding = resolve_chip_padding(config)
+    alignment = resolve_alignment(config)
     print(f"run folder: {run_dir}")
     print("data: " + ", ".join(f"{key} {value}" for key, value in summary.as_dict().items()))
     splits = prepare_splits(config, table, run_dir)
     print("split: " + ", ".join(f"{name} {len(frame)}" for name, frame in splits.items()))
-    _write_config(config, run_dir, summary, chip_padding)
+    _write_config(config, run_dir, summary, alignment)
 
     policy = set_precision(config.mixed_precision)
     strategy = choose_strategy(config.distribute)
@@ -238,12 +238,10 @@ def train(
         "end_label": summary.end_label,
         "num_classes": num_classes,
         "img_size": config.img_size,
-        "chip_padding": chip_padding,
         "threshold": config.threshold,
         "arch_type": config.arch_type,
         "arch_subtype": config.arch_subtype,
-        "detector": config.detector,
-        "upsample": config.upsample,
+        **alignment,
         "trained_on": str(config.csv_path),
         "data": summary.as_dict() | {name: len(frame) for name, frame in splits.items()},
         "test_metrics": {key: test[key] for key in ("mae", "rmse", "cs5", "n")},

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from core.errors import ConfigError
-from trainer.config import TrainConfig, fill_run_dir, load_config, parse_overrides, resolve_chip_padding
+from trainer.config import TrainConfig, fill_run_dir, load_config, parse_overrides, resolve_alignment
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -110,12 +110,13 @@ def test_run_dir_fields_are_filled(config_file: Path) -> None:
     assert fill_run_dir(config, "20250101-000000").name == "p_resnet18_20250101-000000"
 
 
-def test_chip_padding_comes_from_config_then_align_json_then_default(config_file: Path) -> None:
+def test_alignment_comes_from_config_then_align_json_then_defaults(config_file: Path) -> None:
     config = load_config(config_file)
-    assert resolve_chip_padding(config) == 0.4
-    (config.csv_path.parent / "align.json").write_text(json.dumps({"padding": 0.25}))
-    assert resolve_chip_padding(config) == 0.25
-    assert resolve_chip_padding(load_config(config_file, {"chip_padding": 0.3})) == 0.3
+    assert resolve_alignment(config) == {"chip_padding": 0.4, "detector": "hog", "upsample": 0}
+    (config.csv_path.parent / "align.json").write_text(json.dumps({"padding": 0.25, "detector": "cnn", "upsample": 1}))
+    assert resolve_alignment(config) == {"chip_padding": 0.25, "detector": "cnn", "upsample": 1}
+    overridden = load_config(config_file, {"chip_padding": 0.3, "detector": "hog", "upsample": 0})
+    assert resolve_alignment(overridden) == {"chip_padding": 0.3, "detector": "hog", "upsample": 0}
 
 
 @pytest.mark.parametrize("name", ["train_config.json", "train_cpu_small.json"])
