@@ -14,8 +14,9 @@ import sys
 import tempfile
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from tqdm import tqdm
@@ -23,7 +24,10 @@ from tqdm import tqdm
 from core.errors import AgeEstimationError, ImageError, NoFaceError
 from core.image import read_image
 from service.alignment import Aligner, aligner_from_metadata
-from service.settings import choose_model, load_settings
+from service.settings import ServiceSettings, choose_model, load_settings
+
+if TYPE_CHECKING:
+    from service.predictor import Predictor
 
 
 @dataclass(frozen=True)
@@ -75,6 +79,56 @@ def _batches(items: Iterator[Found | Skipped], size: int) -> Iterator[list[Found
         yield batch
 
 
+@dataclass
+class Summary:
+    """What a run did: photos with a JSON written, faces in them, and the skipped files with reasons."""
+
+    processed: int = 0
+    faces: int = 0
+    skipped: list[Skipped] = field(default_factory=list)
+
+
+def predict_folder(
+    files: Sequence[Path],
+    out: Path,
+    predictor: Predictor,
+    aligner: Aligner,
+    settings: ServiceSettings,
+    batch_size: int,
+    progress: bool = True,
+) -> Summary:
+    """Write ``out/<name>.json`` for every photo in ``files`` with a face; photos go through the model in batches.
+
+    Decoding and alignment run in ``settings.detect_workers`` threads, ahead of the model, in file order.
+    ``progress`` shows a tqdm bar and prints each skipped file with its reason.
+    """
+    summary = Summary()
+    with (
+        ThreadPoolExecutor(settings.detect_workers, thread_name_prefix="align") as pool,
+        tqdm(total=len(files), unit="img", desc="age-demo", disable=not progress) as bar,
+    ):
+        found = pool.map(lambda path: find_faces(path, aligner, settings.max_faces, settings.max_pixels), files)
+        for batch in _batches(found, batch_size):
+            images = [item for item in batch if isinstance(item, Found)]
+            for item in batch:
+                if isinstance(item, Skipped):
+                    summary.skipped.append(item)
+                    if progress:
+                        bar.write(f"skipped {item.path.name}: {item.reason}")
+            if images:
+                logits = predictor.logits(np.concatenate([image.chips for image in images]))
+                start = 0
+                for image in images:
+                    rows = logits[start : start + len(image.boxes)]
+                    start += len(image.boxes)
+                    body = predictor.response(image.boxes, rows)
+                    write_json_atomically(out / f"{image.path.name}.json", body.model_dump_json())
+                    summary.faces += len(image.boxes)
+                summary.processed += len(images)
+            bar.update(len(batch))
+    return summary
+
+
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="age-demo", description="Estimate the age of every face in every photo of a folder."
@@ -117,34 +171,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"age-demo: {exc}", file=sys.stderr)
         return 1
 
-    processed = faces = 0
-    skipped: list[Skipped] = []
-    with (
-        ThreadPoolExecutor(settings.detect_workers, thread_name_prefix="align") as pool,
-        tqdm(total=len(files), unit="img", desc="age-demo") as bar,
-    ):
-        found = pool.map(lambda path: find_faces(path, aligner, settings.max_faces, settings.max_pixels), files)
-        for batch in _batches(found, args.batch_size):
-            images = [item for item in batch if isinstance(item, Found)]
-            for item in batch:
-                if isinstance(item, Skipped):
-                    skipped.append(item)
-                    bar.write(f"skipped {item.path.name}: {item.reason}")
-            if images:
-                logits = predictor.logits(np.concatenate([image.chips for image in images]))
-                start = 0
-                for image in images:
-                    rows = logits[start : start + len(image.boxes)]
-                    start += len(image.boxes)
-                    body = predictor.response(image.boxes, rows)
-                    write_json_atomically(args.out / f"{image.path.name}.json", body.model_dump_json())
-                    faces += len(image.boxes)
-                processed += len(images)
-            bar.update(len(batch))
+    summary = predict_folder(files, args.out, predictor, aligner, settings, args.batch_size)
     print(
-        f"age-demo: {processed} of {len(files)} files processed ({faces} faces) -> {args.out}; {len(skipped)} skipped"
+        f"age-demo: {summary.processed} of {len(files)} files processed ({summary.faces} faces) -> {args.out}; "
+        f"{len(summary.skipped)} skipped"
     )
-    return 0 if processed else 1
+    return 0 if summary.processed else 1
 
 
 if __name__ == "__main__":
