@@ -33,7 +33,7 @@ from trainer.data import DataSummary, load_table, make_dataset, split_by_id
 from trainer.distribute import choose_strategy, is_chief, set_precision
 from trainer.evaluate import AgeMAE, AgeRMSE, age_metrics, predict_batches
 from trainer.model import build_model
-from trainer.report import write_plots
+from trainer.report import read_history, write_plots
 
 SPLITS = ("train", "val", "test")
 _BASIC_RESNETS = (18, 34)
@@ -98,6 +98,8 @@ def init_coral_biases(model: keras.Model, labels: np.ndarray, num_classes: int) 
 
 def _callbacks(config: TrainConfig, run_dir: Path) -> list[keras.callbacks.Callback]:
     history_csv = run_dir / "history.csv"
+    if not config.resume and history_csv.exists():
+        history_csv.unlink()
     callbacks: list[keras.callbacks.Callback] = []
     if config.checkpoint:
         checkpoints = run_dir / "checkpoints"
@@ -116,8 +118,6 @@ def _callbacks(config: TrainConfig, run_dir: Path) -> list[keras.callbacks.Callb
                 initial_value_threshold=best_so_far,
             ),
         ]
-    elif history_csv.exists():
-        history_csv.unlink()
     patience = config.early_stopping_patience or config.num_epochs
     callbacks += [
         keras.callbacks.EarlyStopping(monitor="val_mae", mode="min", patience=patience, restore_best_weights=True),
@@ -172,8 +172,8 @@ def train(
     strategy = choose_strategy(config.distribute)
     print(f"precision: {policy}; replicas: {strategy.num_replicas_in_sync}")
     cache_dir = run_dir / "cache"
-    for stale in cache_dir.glob("*.lockfile"):
-        stale.unlink()
+    # A disk cache from an earlier start may hold another split or size; decoding once more is the safe price.
+    shutil.rmtree(cache_dir, ignore_errors=True)
     datasets = {
         name: make_dataset(
             frame,
@@ -221,7 +221,7 @@ def train(
     if not is_chief():
         return None
 
-    results: dict[str, Any] = {"epochs": len(pd.read_csv(run_dir / "history.csv")), "data": summary.as_dict()}
+    results: dict[str, Any] = {"epochs": len(read_history(run_dir / "history.csv")), "data": summary.as_dict()}
     median = float(np.median(splits["train"]["Age"]))
     for name in ("val", "test"):
         ranks, predicted = predict_batches(final, datasets[name], summary.start_label, config.threshold)
