@@ -53,7 +53,7 @@ def find_faces(path: Path, aligner: Aligner, max_faces: int, max_pixels: int) ->
             raise NoFaceError("no face found")
     except (ImageError, NoFaceError) as exc:
         return Skipped(path, str(exc))
-    return Found(path, [tuple(face.box) for face in faces], np.stack([face.chip for face in faces]))
+    return Found(path, [face.box for face in faces], np.stack([face.chip for face in faces]))
 
 
 def write_json_atomically(path: Path, text: str) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import copy
 import logging
 import sys
 import threading
@@ -78,7 +79,7 @@ async def _start(runtime: Runtime, on_fatal: FatalHandler | None) -> None:
     """Load, warm up and publish the model, aligner and batcher; on failure record the reason."""
     settings = runtime.settings
     try:
-        predictor, aligner = await asyncio.to_thread(_load, settings)
+        model_file, predictor, aligner = await asyncio.to_thread(_load, settings)
         batcher = MicroBatcher(
             predictor.logits,
             max_size=settings.batch_max_size,
@@ -95,16 +96,16 @@ async def _start(runtime: Runtime, on_fatal: FatalHandler | None) -> None:
             logger.error("%s", runtime.error)
         return
     runtime.predictor, runtime.aligner, runtime.batcher = predictor, aligner, batcher
-    logger.info("ready: %s on %s", settings.model_path or "the predict config's model", predictor.device)
+    logger.info("ready: serving %s on %s", model_file, predictor.device)
 
 
-def _load(settings: ServiceSettings) -> tuple[Predictor, Aligner]:
+def _load(settings: ServiceSettings) -> tuple[Path, Predictor, Aligner]:
     # TensorFlow is imported here, not at module level, so that `age-serve` refuses a bad config in a blink.
     from service.predictor import load_predictor
 
     choice = choose_model(settings)
     predictor = load_predictor(choice)
-    return predictor, aligner_from_metadata(choice.metadata)
+    return choice.model_file, predictor, aligner_from_metadata(choice.metadata)
 
 
 async def _give_every_worker_an_aligner(pool: ThreadPoolExecutor | None, aligner: Aligner, workers: int) -> None:
@@ -152,7 +153,12 @@ def main(argv: list[str] | None = None) -> int:
         server.should_exit = True
 
     app = create_app(settings, on_fatal=stop)
-    server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level))
+    # The service's own loggers ("ready", tracebacks of bugs) print like uvicorn's, at the same level.
+    log_config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
+    log_config["loggers"]["service"] = {"handlers": ["default"], "level": args.log_level.upper(), "propagate": False}
+    server = uvicorn.Server(
+        uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level, log_config=log_config)
+    )
     server.run()
     if failure:
         print(f"age-serve: {failure[0]}", file=sys.stderr)
