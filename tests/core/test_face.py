@@ -131,6 +131,16 @@ def test_large_photo_is_searched_downscaled_and_mapped_back(astronaut: np.ndarra
     assert np.abs(big_face.chip.astype(int) - small_face.chip).mean() < 12
 
 
+@pytest.mark.parametrize("chip_size", [64, 256])
+def test_large_photo_chips_match_a_full_size_search(astronaut: np.ndarray, chip_size: int) -> None:
+    big = np.asarray(Image.fromarray(astronaut).resize((2048, 2048), Image.Resampling.BICUBIC))
+    searched_small = FaceAligner(chip_size=chip_size, padding=0.4, max_detect_side=512).align(big)[0]
+    searched_full = FaceAligner(chip_size=chip_size, padding=0.4, max_detect_side=2048).align(big)[0]
+    assert searched_small.chip.shape == searched_full.chip.shape == (chip_size, chip_size, 3)
+    assert iou(searched_small.box, searched_full.box) > 0.8
+    assert np.abs(searched_small.chip.astype(int) - searched_full.chip).mean() < 8
+
+
 def test_box_is_clipped_to_the_image(aligner: FaceAligner, astronaut: np.ndarray) -> None:
     cropped = np.ascontiguousarray(astronaut[100:, 200:])  # cuts through the face's left side and top
     for face in aligner.align(cropped):
