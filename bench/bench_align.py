@@ -76,22 +76,24 @@ def single_process_rate(n_images: int) -> tuple[float, float]:
 
 
 def large_photo_ratio(repeats: int) -> dict[str, float]:
-    """Median seconds of FaceAligner.align at 4000x3000 and at 1000x750, and their ratio."""
+    """Median seconds of FaceAligner.align at 4000x3000 and at 1000x750, their ratio, and the best-of ratio."""
     photo = Image.fromarray(read_image(DATA / "faces" / "bald_guys.jpg"))
     big = np.asarray(photo.resize((4000, 3000), Image.Resampling.BICUBIC))
     small = np.asarray(photo.resize((1000, 750), Image.Resampling.BICUBIC))
     aligner = FaceAligner(chip_size=128, padding=0.4)
-    timings = {}
-    for name, image in (("small", small), ("big", big)):
-        aligner.align(image)
-        runs = []
-        for _ in range(repeats):
+    images = {"small": small, "big": big}
+    runs: dict[str, list[float]] = {"small": [], "big": []}
+    faces = {name: len(aligner.align(image)) for name, image in images.items()}
+    # Interleaved, so that load from other processes falls on both sizes alike.
+    for _ in range(repeats):
+        for name, image in images.items():
             started = time.perf_counter()
-            faces = aligner.align(image)
-            runs.append(time.perf_counter() - started)
-        timings[name] = statistics.median(runs)
-        timings[f"{name}_faces"] = len(faces)
+            aligner.align(image)
+            runs[name].append(time.perf_counter() - started)
+    timings = {name: statistics.median(times) for name, times in runs.items()}
+    timings |= {f"{name}_faces": float(count) for name, count in faces.items()}
     timings["ratio"] = timings["big"] / timings["small"]
+    timings["best_ratio"] = min(runs["big"]) / min(runs["small"])
     return timings
 
 
@@ -120,11 +122,13 @@ def main(argv: list[str] | None = None) -> int:
         f"- CPU cost: age-align {job['per_cpu_second']:.1f} images per CPU-second (start-up, chips and CSVs "
         f"included) vs {baseline_cpu:.1f} for the baseline, one process decoding and aligning in a loop "
         f"(ratio {job['per_cpu_second'] / baseline_cpu:.2f}); baseline wall-clock rate {baseline:.1f} images/s, "
-        f"age-align's speed-up over it {job['end_to_end'] / baseline:.2f}x end to end.",
+        f"age-align's speed-up over it {job['end_to_end'] / baseline:.2f}x end to end. On {args.workers} idle "
+        f"cores the CPU cost alone would allow about {args.workers * job['per_cpu_second']:.0f} images/s.",
         f"- `FaceAligner.align` on `bald_guys.jpg` at 4000x3000: {photo['big'] * 1000:.0f} ms "
         f"({photo['big_faces']:.0f} faces) vs {photo['small'] * 1000:.0f} ms at 1000x750 "
         f"({photo['small_faces']:.0f} faces): ratio **{photo['ratio']:.2f}**, {verdict[photo['ratio'] <= 1.5]} "
-        f"the target of at most 1.5 (median of {args.repeats} calls each).",
+        f"the target of at most 1.5 (median of {args.repeats} interleaved calls each; fastest call against "
+        f"fastest call, the figure least touched by other load: {photo['best_ratio']:.2f}).",
     ]
     RESULT.parent.mkdir(parents=True, exist_ok=True)
     RESULT.write_text("\n".join(lines) + "\n")
