@@ -1,16 +1,18 @@
 """Micro-batching: face chips from concurrent requests share one model call.
 
-A model call on 16 chips costs little more than on one, so the batcher holds each arriving chip for at most
+A model call on 16 chips costs little more than on one, so the batcher holds arriving chips for at most
 ``max_wait_s`` (or until ``max_size`` chips are waiting), runs the model once in its own thread, and hands each
-caller its rows. The model thread is separate from the detection pool so that inference never queues behind dlib.
+caller its rows. It waits only while other callers have announced chips (``expecting``), so an idle service adds
+no delay. The model thread is separate from the detection pool so that inference never queues behind dlib.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -37,6 +39,7 @@ class MicroBatcher:
         self._max_wait_s = max(0.0, max_wait_s)
         self._on_batch = on_batch
         self._pending: collections.deque[tuple[np.ndarray, asyncio.Future[np.ndarray]]] = collections.deque()
+        self._expected = 0
         self._arrived: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
         self._executor: ThreadPoolExecutor | None = None
@@ -61,25 +64,48 @@ class MicroBatcher:
             self._executor.shutdown(wait=False)
             self._executor = None
 
-    async def submit(self, chips: np.ndarray) -> np.ndarray:
-        """Run ``chips`` ``(n, S, S, 3)`` uint8 through the model with others; return their logits ``(n, K-1)``."""
+    @contextlib.contextmanager
+    def expecting(self) -> Iterator[None]:
+        """Announce chips on their way (the caller is still decoding or detecting) for the duration of the block.
+
+        A batch waits for more chips (up to ``max_wait_s``) only while some caller has announced them, so a lone
+        request goes straight to the model. Call :meth:`enqueue` inside the block, await its result after it.
+        """
+        self._expected += 1
+        try:
+            yield
+        finally:
+            self._expected -= 1
+            if self._arrived is not None:
+                self._arrived.set()
+
+    def enqueue(self, chips: np.ndarray) -> Awaitable[np.ndarray]:
+        """Queue ``chips`` ``(n, S, S, 3)`` uint8 now; the result resolves to their logits ``(n, K-1)``."""
         if self._arrived is None or self._task is None:
-            raise RuntimeError("MicroBatcher.submit() called before start()")
+            raise RuntimeError("MicroBatcher.enqueue() called before start()")
         loop = asyncio.get_running_loop()
         futures = [loop.create_future() for _ in range(len(chips))]
         self._pending.extend(zip(chips, futures, strict=True))
         self._arrived.set()
-        rows = await asyncio.gather(*futures)
-        return np.stack(rows) if rows else np.zeros((0, 0), dtype=np.float32)
+        return _stacked(futures)
+
+    async def submit(self, chips: np.ndarray) -> np.ndarray:
+        """Run ``chips`` ``(n, S, S, 3)`` uint8 through the model with others; return their logits ``(n, K-1)``."""
+        return await self.enqueue(chips)
 
     async def _collect(self) -> None:
         assert self._arrived is not None
         loop = asyncio.get_running_loop()
         while True:
             await self._arrived.wait()
+            if not self._pending:
+                self._arrived.clear()
+                continue
             deadline = loop.time() + self._max_wait_s
             # Waiting on an Event (not on queue.get) means a timeout can never drop an item on Python 3.11.
-            while len(self._pending) < self._max_size and (remaining := deadline - loop.time()) > 0:
+            while (
+                len(self._pending) < self._max_size and self._expected > 0 and (remaining := deadline - loop.time()) > 0
+            ):
                 self._arrived.clear()
                 try:
                     await asyncio.wait_for(self._arrived.wait(), remaining)
@@ -109,3 +135,8 @@ class MicroBatcher:
         for (_, future), row in zip(batch, logits, strict=True):
             if not future.done():
                 future.set_result(row)
+
+
+async def _stacked(futures: list[asyncio.Future[np.ndarray]]) -> np.ndarray:
+    rows = await asyncio.gather(*futures)
+    return np.stack(rows) if rows else np.zeros((0, 0), dtype=np.float32)

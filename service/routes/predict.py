@@ -61,12 +61,13 @@ async def predict(
     data = await read_upload(request, settings.max_upload_bytes)
     loop = asyncio.get_running_loop()
     decode = metrics.stage_seconds.labels(stage="decode")
-    rgb = await loop.run_in_executor(runtime.detect_pool, _timed, decode, decode_image, data, settings.max_pixels)
     detect = metrics.stage_seconds.labels(stage="detect")
-    faces = await loop.run_in_executor(runtime.detect_pool, _timed, detect, aligner.align, rgb)
-    metrics.faces_per_image.observe(len(faces))
-    if not faces:
-        raise NoFaceError("no face found in the image; send a photo with a clearly visible, roughly frontal face")
-    faces = list(faces)[: settings.max_faces]
-    logits = await runtime.batcher.submit(np.stack([face.chip for face in faces]))
-    return runtime.predictor.response([face.box for face in faces], logits, threshold)
+    with runtime.batcher.expecting():
+        rgb = await loop.run_in_executor(runtime.detect_pool, _timed, decode, decode_image, data, settings.max_pixels)
+        faces = await loop.run_in_executor(runtime.detect_pool, _timed, detect, aligner.align, rgb)
+        metrics.faces_per_image.observe(len(faces))
+        if not faces:
+            raise NoFaceError("no face found in the image; send a photo with a clearly visible, roughly frontal face")
+        faces = list(faces)[: settings.max_faces]
+        logits = runtime.batcher.enqueue(np.stack([face.chip for face in faces]))
+    return runtime.predictor.response([face.box for face in faces], await logits, threshold)

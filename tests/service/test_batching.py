@@ -83,3 +83,39 @@ def test_a_model_error_fails_the_callers_of_that_batch_and_the_batcher_survives(
 def test_submit_before_start_is_an_error() -> None:
     with pytest.raises(RuntimeError, match="before start"):
         asyncio.run(MicroBatcher(_infer, 4, 0.0).submit(_chips(0, 1)))
+
+
+def test_a_lone_request_does_not_wait_for_company() -> None:
+    async def scenario() -> np.ndarray:
+        batcher = MicroBatcher(_infer, 8, max_wait_s=600.0)
+        await batcher.start()
+        try:
+            # Nobody announced more chips, so the 600 s window must not be used.
+            return await asyncio.wait_for(batcher.submit(_chips(0, 1)), timeout=30)
+        finally:
+            await batcher.stop()
+
+    assert asyncio.run(scenario())[0, 1] == 0
+
+
+def test_announced_chips_are_waited_for_and_join_the_batch() -> None:
+    sizes: list[int] = []
+
+    async def scenario() -> list[np.ndarray]:
+        batcher = MicroBatcher(_infer, 8, max_wait_s=600.0, on_batch=lambda size, _: sizes.append(size))
+        await batcher.start()
+
+        async def caller(first_id: int, detect_s: float) -> np.ndarray:
+            with batcher.expecting():
+                await asyncio.sleep(detect_s)
+                waiting = batcher.enqueue(_chips(first_id, 1))
+            return await waiting
+
+        try:
+            return await asyncio.wait_for(asyncio.gather(caller(0, 0.0), caller(1, 0.2)), timeout=30)
+        finally:
+            await batcher.stop()
+
+    results = asyncio.run(scenario())
+    assert sizes == [2], "the first chip waited for the announced second one"
+    assert [int(result[0, 1]) for result in results] == [0, 1]
