@@ -114,7 +114,9 @@ def load_model(path: str | os.PathLike[str]) -> keras.Model:
     metadata = read_metadata(path)
     import keras
 
-    import core.coral  # noqa: F401  registers CoralLayer with Keras
+    # Importing these registers CoralLayer and HorizontalFlip with Keras before the file is read.
+    import core.coral
+    import core.tta  # noqa: F401
 
     try:
         model = keras.saving.load_model(str(path), compile=False)

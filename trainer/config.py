@@ -66,6 +66,7 @@ class TrainConfig(BaseModel):
     distribute: Literal["auto", "mirrored", "none"] = "auto"
     width: int = Field(default=64, ge=8, le=512)
     early_stopping_patience: int | None = Field(default=None, ge=1)
+    test_time_flip: bool = False
 
     @model_validator(mode="after")
     def _consistent(self) -> TrainConfig:

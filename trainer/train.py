@@ -28,6 +28,7 @@ import pandas as pd
 from core.artifact import save_model
 from core.coral import CoralLayer, coral_loss, importance_weights, levels_from_labels
 from core.errors import ConfigError
+from core.tta import with_flip_averaging
 from trainer.config import TrainConfig, fill_run_dir, load_config, parse_overrides, resolve_alignment, timestamp
 from trainer.data import DataSummary, load_table, make_dataset, split_by_id
 from trainer.distribute import choose_strategy, is_chief, set_precision
@@ -218,6 +219,8 @@ def train(
     keras.mixed_precision.set_global_policy("float32")
     final = _build(config, num_classes)
     final.set_weights(model.get_weights())
+    if config.test_time_flip:
+        final = with_flip_averaging(final)
     if not is_chief():
         return None
 
@@ -242,6 +245,7 @@ def train(
         "arch_type": config.arch_type,
         "arch_subtype": config.arch_subtype,
         **alignment,
+        "test_time_flip": config.test_time_flip,
         "trained_on": str(config.csv_path),
         "data": summary.as_dict() | {name: len(frame) for name, frame in splits.items()},
         "test_metrics": {key: test[key] for key in ("mae", "rmse", "cs5", "n")},
