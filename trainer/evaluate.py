@@ -158,8 +158,14 @@ def _raw_chips(
         yield np.stack(chips).astype(np.float32), np.asarray(ages)
 
 
-def evaluate(model_path: Path, csv_path: Path, images: Path, aligned: bool, batch_size: int = 64) -> dict:
-    """Score a saved model on a labelled CSV; returns the dict ``age-evaluate`` prints."""
+def evaluate(
+    model_path: Path, csv_path: Path, images: Path, aligned: bool, batch_size: int = 64, plots: Path | None = None
+) -> dict:
+    """Score a saved model on a labelled CSV; returns the dict ``age-evaluate`` prints.
+
+    With ``plots``, also writes there ``metrics.json`` (the result plus MAE per decade of true age),
+    ``mae_per_decade.png`` and ``predicted_vs_true.png``.
+    """
     from core.artifact import load_model, read_metadata
     from trainer.data import make_dataset
 
@@ -184,7 +190,17 @@ def evaluate(model_path: Path, csv_path: Path, images: Path, aligned: bool, batc
     if expected is not None:
         counts["unreadable"] += expected - len(truth)
     scores = age_metrics(truth, predicted)
-    return {key: scores[key] for key in ("mae", "rmse", "cs5", "n")} | counts
+    result = {key: scores[key] for key in ("mae", "rmse", "cs5", "n")} | counts
+    if plots is not None:
+        from trainer.report import plot_mae_per_decade, plot_predicted_vs_true
+
+        plots.mkdir(parents=True, exist_ok=True)
+        report = result | {"model": str(model_path), "csv": str(csv_path), "mae_per_decade": scores["mae_per_decade"]}
+        (plots / "metrics.json").write_text(json.dumps(report, indent=2) + "\n")
+        title = f"{model_path.name}: MAE per decade on {csv_path.name}"
+        plot_mae_per_decade(scores["mae_per_decade"], plots / "mae_per_decade.png", title)
+        plot_predicted_vs_true(truth, predicted, plots / "predicted_vs_true.png")
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -195,9 +211,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", required=True, type=Path, help="folder the CSV's paths are relative to")
     parser.add_argument("--aligned", action="store_true", help="images are aligned chips: resize, do not detect")
     parser.add_argument("--batch-size", type=int, default=64, help="images per forward pass (default 64)")
+    parser.add_argument(
+        "--plots", type=Path, help="also write metrics.json (with MAE per decade) and PNG plots to this folder"
+    )
     args = parser.parse_args(argv)
     try:
-        result = evaluate(args.model, args.csv, args.images, args.aligned, args.batch_size)
+        result = evaluate(args.model, args.csv, args.images, args.aligned, args.batch_size, args.plots)
     except AgeEstimationError as exc:
         print(f"age-evaluate: error: {exc}", file=sys.stderr)
         return 2

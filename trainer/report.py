@@ -62,6 +62,21 @@ def plot_predicted_vs_true(true_ages: np.ndarray, predicted_ages: np.ndarray, ou
     fig.savefig(out, dpi=100)
 
 
+def plot_mae_per_decade(per_decade: dict[str, dict[str, float | int]], out: Path, title: str) -> None:
+    """Bar chart of the MAE (years) per decade of true age, each bar labelled with its number of images.
+
+    ``per_decade`` is ``age_metrics(...)["mae_per_decade"]``: ``{"0-9": {"mae": float, "n": int}, ...}``.
+    """
+    fig = Figure(figsize=(8, 4), layout="constrained")
+    ax = fig.subplots()
+    labels = list(per_decade)
+    bars = ax.bar(labels, [float(per_decade[k]["mae"]) for k in labels], color="tab:blue")
+    ax.bar_label(bars, labels=[f"n={per_decade[k]['n']}" for k in labels], fontsize=8)
+    ax.set(xlabel="true age (years)", ylabel="MAE (years)", title=title)
+    ax.grid(axis="y", alpha=0.3)
+    fig.savefig(out, dpi=100)
+
+
 def write_plots(run_dir: Path, true_ages: np.ndarray, predicted_ages: np.ndarray) -> list[Path]:
     """All three PNGs into ``run_dir``; returns their paths."""
     paths = [run_dir / "learning_curves.png", run_dir / "mae_per_age.png", run_dir / "predicted_vs_true.png"]

@@ -75,10 +75,17 @@ def test_aligned_chips_match_the_model_and_count_missing_images(
         "--images",
         str(tmp_path),
         "--aligned",
+        "--plots",
+        str(tmp_path / "report"),
     )
     assert code == 0
     assert isinstance(result, dict)
     assert (result["n"], result["unreadable"], result["no_face"]) == (3, 1, 0)
+    report = json.loads((tmp_path / "report" / "metrics.json").read_text())
+    assert report["mae"] == result["mae"]
+    assert sum(cell["n"] for cell in report["mae_per_decade"].values()) == 3
+    for png in ("mae_per_decade.png", "predicted_vs_true.png"):
+        assert (tmp_path / "report" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     from core.artifact import load_model
 
