@@ -25,6 +25,7 @@ class _FilePart:
         self.field = field.encode()
         self.max_bytes = max_bytes
         self.data: bytearray | None = None
+        self.complete = False
         self._in_field = False
         self._header_name = bytearray()
         self._header_value = bytearray()
@@ -57,6 +58,8 @@ class _FilePart:
             self.data += data[start:end]
 
     def on_part_end(self) -> None:
+        if self._in_field:
+            self.complete = True
         self._in_field = False
 
     def too_large(self) -> bool:
@@ -80,9 +83,10 @@ async def read_upload(request: Request, max_bytes: int, field: str = "file") -> 
 
     part = _FilePart(field, max_bytes)
     callbacks = {name: getattr(part, name) for name in dir(part) if name.startswith("on_")}
-    parser = MultipartParser(boundary, callbacks)  # type: ignore[arg-type]
     received = 0
     try:
+        # Inside the try: the parser refuses an over-long boundary (a client's error) in its constructor.
+        parser = MultipartParser(boundary, callbacks)  # type: ignore[arg-type]
         async for chunk in request.stream():
             received += len(chunk)
             if received > body_limit:
@@ -95,4 +99,8 @@ async def read_upload(request: Request, max_bytes: int, field: str = "file") -> 
         raise FormError(f"the multipart body is malformed: {exc}") from None
     if part.data is None:
         raise FormError(f"the form has no field named '{field}'; send the image in a field named '{field}'")
+    # python-multipart's finalize() does not check that the body was complete: a part cut off before its closing
+    # boundary would otherwise pass as the whole file.
+    if not part.complete:
+        raise FormError(f"the multipart body ends inside the field '{field}', before its closing boundary")
     return bytes(part.data)
