@@ -10,7 +10,8 @@ import logging
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from starlette.requests import ClientDisconnect
 
 from core.errors import (
     AgeEstimationError,
@@ -60,6 +61,16 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": f"{place}: {first.get('msg', 'invalid')}"}, status_code=422)
 
 
+CLIENT_CLOSED_REQUEST = 499
+"""Recorded (in metrics) for a client that went away before its upload was read; nginx uses the same code."""
+
+
+async def _client_disconnect(request: Request, exc: Exception) -> Response:
+    # The client closed the connection mid-upload: its fault, nobody is left to answer, and no traceback is due.
+    logger.info("%s %s: the client disconnected before the upload was complete", request.method, request.url.path)
+    return Response(status_code=CLIENT_CLOSED_REQUEST)
+
+
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     logger.exception("%s %s failed with an unexpected error", request.method, request.url.path, exc_info=exc)
     return JSONResponse({"detail": "internal error; the service logged the details"}, status_code=500)
@@ -69,4 +80,5 @@ def install_error_handlers(app: FastAPI) -> None:
     """Register the handlers on ``app``."""
     app.add_exception_handler(AgeEstimationError, _age_estimation_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(ClientDisconnect, _client_disconnect)
     app.add_exception_handler(Exception, _unexpected_error)
