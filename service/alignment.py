@@ -1,7 +1,8 @@
 """Face alignment for inference: a ``core.face.FaceAligner`` per worker thread, configured by the model file.
 
-``FaceAligner`` serialises its dlib calls under one lock, while dlib's HOG detector releases the GIL; one aligner per
-thread therefore lets the detection pool use every core. The aligner's parameters come from the model's metadata
+``FaceAligner`` serialises its dlib calls under one lock, while dlib's HOG detector releases the GIL (measured by
+``bench/bench_threads.py``: a Python thread keeps running during a long ``hog.run`` call); one aligner per thread
+therefore lets the detection pool use every core. The aligner's parameters come from the model's metadata
 (``img_size``, ``chip_padding`` and optionally ``detector``, ``upsample``) so that chips are cut exactly as the
 training set's were.
 """
