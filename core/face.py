@@ -49,8 +49,10 @@ class FaceAligner:
     """Detects and aligns faces; the dlib models load once, in the constructor.
 
     An aligner may be shared between threads: every call into dlib runs under one lock held by the aligner,
-    since dlib does not document its detectors and predictors as thread-safe (and its Python binding holds the
-    GIL, so separate locks would not buy parallelism). For parallel work use one aligner per process.
+    since dlib does not document its detectors and predictors as thread-safe. Threads with one aligner each do
+    run concurrently (dlib's HOG detector releases the GIL while it searches), but on small photos the rest of
+    the work holds it, so the gain is small (``bench/bench_threads.py``); for parallel work on many photos use
+    one aligner per process, as ``age-align`` does.
 
     Args:
         chip_size: side of the square chips in pixels (the model's ``img_size``), >= 16.
