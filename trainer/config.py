@@ -56,6 +56,8 @@ class TrainConfig(BaseModel):
     output_dir: LoosePath = Path("models")
     run_dir: LoosePath = Path(DEFAULT_RUN_DIR)
     augment: bool = True
+    augment_zoom: float = Field(default=1.12, ge=1.0, le=2.0)
+    dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
     resume: bool = False
     threshold: float = Field(default=0.5, gt=0.0, lt=1.0)
     chip_padding: float | None = Field(default=None, ge=0.0, le=2.0)

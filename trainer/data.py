@@ -21,7 +21,7 @@ REQUIRED_COLUMNS = ("ID", "Path", "Age")
 # Leading bytes of the formats tf.io.decode_image reads; anything else is skipped before training starts.
 _MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM")
 # Random crops take img_size pixels out of a resize this much larger.
-_CROP_MARGIN = 1.12
+DEFAULT_ZOOM = 1.12
 
 
 @dataclass(frozen=True)
@@ -149,8 +149,9 @@ def _decode(path: tf.Tensor, label: tf.Tensor, img_size: int) -> tuple[tf.Tensor
     return tf.cast(tf.clip_by_value(tf.round(image), 0.0, 255.0), tf.uint8), label
 
 
-def _augment(image: tf.Tensor, label: tf.Tensor, img_size: int) -> tuple[tf.Tensor, tf.Tensor]:
-    big = round(img_size * _CROP_MARGIN)
+def _augment(image: tf.Tensor, label: tf.Tensor, img_size: int, zoom: float) -> tuple[tf.Tensor, tf.Tensor]:
+    # A random enlargement in [1, zoom] before the crop varies scale as well as position.
+    big = tf.random.uniform((), img_size, max(img_size, round(img_size * zoom)) + 1, dtype=tf.int32)
     image = tf.image.resize(tf.cast(image, tf.float32), (big, big))
     image = tf.image.random_crop(image, (img_size, img_size, 3))
     image = tf.image.random_flip_left_right(image)
@@ -172,6 +173,7 @@ def make_dataset(
     cache: str = "memory",
     cache_path: Path | None = None,
     seed: int = 0,
+    zoom: float = DEFAULT_ZOOM,
 ) -> tf.data.Dataset:
     """Batches of ``(float32 (N, img_size, img_size, 3) in 0..255, int32 (N,) ranks)`` from a clean table.
 
@@ -194,7 +196,7 @@ def make_dataset(
     if training:
         ds = ds.shuffle(min(len(table), 10_000), seed=seed, reshuffle_each_iteration=True)
     if training and augment:
-        ds = ds.map(lambda x, y: _augment(x, y, img_size), num_parallel_calls=tf.data.AUTOTUNE)
+        ds = ds.map(lambda x, y: _augment(x, y, img_size, zoom), num_parallel_calls=tf.data.AUTOTUNE)
     else:
         ds = ds.map(_to_float, num_parallel_calls=tf.data.AUTOTUNE)
     options = tf.data.Options()

@@ -80,7 +80,9 @@ def _optimizer(config: TrainConfig, steps_per_epoch: int) -> keras.optimizers.Op
 
 def _build(config: TrainConfig, num_classes: int) -> keras.Model:
     extra = {"width": config.width} if config.arch_type == "resnet" and config.arch_subtype in _BASIC_RESNETS else {}
-    return build_model(config.arch_type, config.arch_subtype, config.img_size, num_classes, **extra)
+    return build_model(
+        config.arch_type, config.arch_subtype, config.img_size, num_classes, dropout=config.dropout, **extra
+    )
 
 
 def init_coral_biases(model: keras.Model, labels: np.ndarray, num_classes: int) -> None:
@@ -182,6 +184,7 @@ def train(
             config.batch_size,
             training=name == "train",
             augment=config.augment,
+            zoom=config.augment_zoom,
             cache=config.cache,
             cache_path=cache_dir / name,
             seed=config.seed,
