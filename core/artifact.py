@@ -67,11 +67,19 @@ def save_model(model: keras.Model, path: str | os.PathLike[str], metadata: dict[
         _save_h5(model, tmp_name)
         with h5py.File(tmp_name, "a") as handle:
             handle.attrs[METADATA_ATTR] = payload
+        # mkstemp creates the file private (0600); a model is meant to be read by others (a container's user).
+        os.chmod(tmp_name, 0o666 & ~_umask())
         os.replace(tmp_name, target)
     finally:
         if os.path.exists(tmp_name):
             os.unlink(tmp_name)
     return target
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _save_h5(model: keras.Model, filename: str) -> None:

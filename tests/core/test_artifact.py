@@ -1,6 +1,8 @@
 """The self-describing .h5: atomic save, metadata, refusal of bad files, identical outputs in a fresh process."""
 
 import json
+import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -55,6 +57,13 @@ def test_metadata_readable_with_h5py_alone(saved):
         meta = json.loads(handle.attrs[METADATA_ATTR])
     assert meta["start_label"] == 16
     assert read_metadata(path)["notes"] == {"data": "synthetic"}
+
+
+def test_saved_file_is_readable_by_others_as_umask_allows(saved):
+    _, path = saved
+    mask = os.umask(0)
+    os.umask(mask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~mask
 
 
 def test_no_temporary_file_is_left_behind(saved):
