@@ -111,7 +111,8 @@ def _callbacks(config: TrainConfig, run_dir: Path) -> list[keras.callbacks.Callb
         previous = pd.read_csv(history_csv) if config.resume and history_csv.is_file() else pd.DataFrame()
         best_so_far = float(previous["val_mae"].min()) if "val_mae" in previous and len(previous) else None
         callbacks += [
-            keras.callbacks.BackupAndRestore(str(checkpoints), delete_checkpoint=False),
+            # Two alternating backups: a kill while one is being written leaves the other to resume from.
+            keras.callbacks.BackupAndRestore(str(checkpoints), delete_checkpoint=False, double_checkpoint=True),
             keras.callbacks.ModelCheckpoint(
                 str(checkpoints / "best.weights.h5"),
                 monitor="val_mae",
