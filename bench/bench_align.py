@@ -28,12 +28,12 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from bench.run import write_section
 from core.face import FaceAligner
 from core.image import read_image
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
-RESULT = ROOT / "bench" / "results" / "align.md"
 
 
 def job_throughput(n_images: int, workers: int) -> dict[str, float]:
@@ -130,9 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         f"the target of at most 1.5 (median of {args.repeats} interleaved calls each; fastest call against "
         f"fastest call, the figure least touched by other load: {photo['best_ratio']:.2f}).",
     ]
-    RESULT.parent.mkdir(parents=True, exist_ok=True)
-    RESULT.write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_section("align", lines)
     return 0
 
 

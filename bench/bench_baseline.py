@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from bench.run import write_section
 from core.artifact import load_model, read_metadata
 from core.coral import labels_from_probas, probas_from_logits
 from core.face import FaceAligner
@@ -122,11 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     for decade, cell in ours_m["mae_per_decade"].items():
         other = theirs_m["mae_per_decade"][decade]["mae"]
         lines.append(f"| {decade} | {cell['n']} | {cell['mae']:.2f} | {other:.2f} |")
-    report = "\n".join(lines) + "\n"
-    out = ROOT / "bench" / "results"
-    out.mkdir(exist_ok=True)
-    (out / "baseline.md").write_text(report)
-    print(report)
+    write_section("baseline", lines)
     return 0
 
 

@@ -31,9 +31,9 @@ import psutil
 from PIL import Image
 
 from bench.live_service import ROOT, cpu_seconds, pick_model, send_all, start_server, write_config
+from bench.run import write_section
 
 DATA = ROOT.parent / "shared" / "data"
-RESULT = ROOT / "bench" / "results" / "service.md"
 LEVELS = (1, 4, 8, 16)
 TARGET = 0.85
 RSS_GROWTH_TARGET = 0.10
@@ -277,9 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     large = large_photos()
     measured = measure(sample_images(args.images), args.rounds, large, args.large_repeats, args.model)
     lines = report(measured, load_at_start, large)
-    RESULT.parent.mkdir(parents=True, exist_ok=True)
-    RESULT.write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_section("service", lines)
     return 0
 
 

@@ -26,11 +26,11 @@ import pandas as pd
 from PIL import Image
 
 from bench.live_service import ROOT, pick_model, send_all, start_server, write_config
+from bench.run import write_section
 from core.face import FaceAligner
 from core.image import read_image
 
 DATA = ROOT.parent / "shared" / "data"
-RESULT = ROOT / "bench" / "results" / "threads.md"
 
 
 def counter_rate_during(call: Callable[[], object]) -> tuple[float, float]:
@@ -148,9 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         f"threads (default) {statistics.median(served['default']):.1f} photos/s vs `DETECT_WORKERS=1` "
         f"{statistics.median(served['one']):.1f}: **{serve_gain:.2f}x** (median of {args.rounds} paired runs).",
     ]
-    RESULT.parent.mkdir(parents=True, exist_ok=True)
-    RESULT.write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_section("threads", lines)
     return 0
 
 

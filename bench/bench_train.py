@@ -22,6 +22,7 @@ import keras
 import numpy as np
 import pandas as pd
 
+from bench.run import write_section
 from core.coral import coral_loss
 from trainer.data import make_dataset
 from trainer.evaluate import AgeMAE
@@ -29,7 +30,6 @@ from trainer.model import build_model
 
 ROOT = Path(__file__).resolve().parents[1]
 UTKFACE = ROOT.parent / "shared" / "data" / "utkface"
-RESULT = ROOT / "bench" / "results" / "train.md"
 NUM_CLASSES = 90
 EPOCH_IMAGES = 15_000
 
@@ -124,9 +124,7 @@ def main(argv: list[str] | None = None) -> int:
             f"- width {width}: {train_rate:.0f} images/s training, {infer_rate:.0f} images/s inference -> "
             f"**{seconds / 60:.1f} min per epoch**"
         )
-    RESULT.parent.mkdir(parents=True, exist_ok=True)
-    RESULT.write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_section("train", lines)
     return 0
 
 

