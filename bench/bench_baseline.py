@@ -27,6 +27,7 @@ from core.artifact import load_model, read_metadata
 from core.coral import labels_from_probas, probas_from_logits
 from core.face import FaceAligner
 from core.image import read_image
+from service.predictor import Predictor
 from trainer.evaluate import age_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,11 +56,14 @@ def run_ours(model_path: Path, paths: list[str]) -> tuple[list[float | None], fl
         upsample=int(meta.get("upsample", 0)),
     )
 
+    # The service's own compiled forward pass: an eager Keras call per image would measure Python overhead.
+    predictor = Predictor(model, meta, float(meta["threshold"]), device="CPU")
+
     def predict(path: str) -> float | None:
         faces = aligner.align(read_image(path))
         if not faces:
             return None
-        logits = np.asarray(model(faces[0].chip[None].astype("float32"), training=False))
+        logits = predictor.logits(faces[0].chip[None])
         return float(meta["start_label"] + labels_from_probas(probas_from_logits(logits), meta["threshold"])[0])
 
     predict(paths[0])
