@@ -49,12 +49,7 @@ def run_ours(model_path: Path, paths: list[str]) -> tuple[list[float | None], fl
     """Our pipeline image by image: decode, align (model's own metadata), one forward pass per image."""
     meta = read_metadata(model_path)
     model = load_model(model_path)
-    aligner = FaceAligner(
-        chip_size=int(meta["img_size"]),
-        padding=float(meta["chip_padding"]),
-        detector=meta.get("detector", "hog"),
-        upsample=int(meta.get("upsample", 0)),
-    )
+    aligner = FaceAligner.from_metadata(meta)
 
     # The service's own compiled forward pass: an eager Keras call per image would measure Python overhead.
     predictor = Predictor(model, meta, float(meta["threshold"]), device="CPU")

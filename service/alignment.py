@@ -55,9 +55,4 @@ class ThreadLocalAligner:
 
 def aligner_from_metadata(metadata: dict[str, Any]) -> ThreadLocalAligner:
     """The aligner a model was trained for, from its metadata (``img_size``, ``chip_padding``, ``detector``, ...)."""
-    options: dict[str, Any] = {"chip_size": int(metadata["img_size"]), "padding": float(metadata["chip_padding"])}
-    if metadata.get("detector") is not None:
-        options["detector"] = str(metadata["detector"])
-    if metadata.get("upsample") is not None:
-        options["upsample"] = int(metadata["upsample"])
-    return ThreadLocalAligner(functools.partial(FaceAligner, **options))
+    return ThreadLocalAligner(functools.partial(FaceAligner.from_metadata, metadata))

@@ -132,12 +132,7 @@ def _raw_chips(
     from core.face import FaceAligner
     from core.image import read_image
 
-    aligner = FaceAligner(
-        chip_size=int(metadata["img_size"]),
-        padding=float(metadata["chip_padding"]),
-        detector=str(metadata.get("detector", "hog")),
-        upsample=int(metadata.get("upsample", 0)),
-    )
+    aligner = FaceAligner.from_metadata(metadata)
     chips: list[np.ndarray] = []
     ages: list[float] = []
     for path, age in tqdm(zip(table["Path"], table["Age"], strict=True), total=len(table), file=sys.stderr):
