@@ -15,10 +15,10 @@ import keras
 from keras import layers
 
 from core.coral import CoralLayer
+from trainer.config import ARCHITECTURES
 
 __all__ = ["ARCHITECTURES", "build_model"]
 
-ARCHITECTURES: dict[str, tuple[int, ...]] = {"resnet": (18, 34, 50, 101, 152), "vgg": (16, 19)}
 MIN_IMG_SIZE = 32
 
 _BASIC_BLOCKS = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3)}
