@@ -48,6 +48,7 @@ class TrainConfig(BaseModel):
     warmup_epochs: int = Field(default=0, ge=0)
     weight_decay: float = Field(default=0.0, ge=0.0, lt=1.0)
     seed: int = 0
+    split_seed: int | None = None
     val_fraction: Fraction = 0.1
     test_fraction: Fraction = 0.1
     start_label: int | None = Field(default=None, ge=0)
@@ -88,6 +89,11 @@ class TrainConfig(BaseModel):
         if self.resume and not self.checkpoint:
             raise ValueError("resume: needs checkpoint: true (the last-epoch checkpoint is what resumes)")
         return self
+
+    @property
+    def split_seed_or_seed(self) -> int:
+        """The seed of the ID split: ``split_seed`` when set (ensemble members share a split), else ``seed``."""
+        return self.seed if self.split_seed is None else self.split_seed
 
     @property
     def model_name(self) -> str:

@@ -109,7 +109,8 @@ def predict_batches(
     return np.concatenate(targets), np.concatenate(predictions)
 
 
-def _read_csv(csv_path: Path, images: Path) -> pd.DataFrame:
+def read_age_csv(csv_path: Path, images: Path) -> pd.DataFrame:
+    """``Path, Age`` rows of ``csv_path`` with paths joined to ``images``; ConfigError names a bad file or column."""
     try:
         table = pd.read_csv(csv_path, dtype={"ID": str, "Path": str})
     except (OSError, ValueError) as exc:
@@ -167,7 +168,7 @@ def evaluate(
     metadata = read_metadata(model_path)
     if not images.is_dir():
         raise ConfigError(f"--images {images}: folder not found")
-    table = _read_csv(csv_path, images)
+    table = read_age_csv(csv_path, images)
     model = load_model(model_path)
     counts = {"no_face": 0, "unreadable": 0}
     if aligned:

@@ -56,7 +56,7 @@ def prepare_splits(config: TrainConfig, table: pd.DataFrame, run_dir: Path) -> d
     files = {name: run_dir / f"{name}.csv" for name in SPLITS}
     if config.resume and all(path.is_file() for path in files.values()):
         return {name: pd.read_csv(path, dtype={"ID": str}) for name, path in files.items()}
-    splits = split_by_id(table, config.val_fraction, config.test_fraction, config.seed)
+    splits = split_by_id(table, config.val_fraction, config.test_fraction, config.split_seed_or_seed)
     for name, frame in splits.items():
         frame.to_csv(files[name], index=False)
     return splits

@@ -126,3 +126,19 @@ def test_shipped_configs_are_valid(name: str) -> None:
     for key in ("img_dir", "csv_path", "img_size", "batch_size", "num_epochs", "arch_type", "arch_subtype"):
         assert key in raw
     assert config.arch_type == "resnet"
+
+
+def test_split_seed_decouples_the_split_from_the_weights_seed(config_file: Path) -> None:
+    import pandas as pd
+
+    from trainer.data import split_by_id
+
+    table = pd.DataFrame({"ID": [str(i) for i in range(200)], "Age": range(200)})
+
+    def test_ids(overrides: dict) -> set[str]:
+        seed = load_config(config_file, overrides).split_seed_or_seed
+        return set(split_by_id(table, 0.1, 0.2, seed)["test"]["ID"])
+
+    assert load_config(config_file, {"seed": 3}).split_seed_or_seed == 3
+    assert test_ids({"seed": 1, "split_seed": 0}) == test_ids({"seed": 2, "split_seed": 0}) == test_ids({"seed": 0})
+    assert test_ids({"seed": 1}) != test_ids({"seed": 2})

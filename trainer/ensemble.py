@@ -1,0 +1,148 @@
+"""``age-ensemble --models A.h5 B.h5 [...] --out OUT.h5``: several trained models -> one self-describing ``.h5``.
+
+The ensemble's logits are the mean of its members' logits. That keeps CORAL's rank consistency: each member's
+logits are ``g_m(x) + b_mk`` with biases ordered in ``k``, so the mean is ``mean_m g_m(x) + mean_m b_mk``, and a mean
+of sequences that all decrease in ``k`` decreases too (the same argument as ``core.tta``). The result is one Keras
+model file with the usual metadata, so the service, ``age-demo`` and ``age-evaluate`` use it without knowing that it
+is an ensemble; each forward pass costs the sum of the members' passes.
+
+Members must agree on everything that decides how a face is aligned and an age decoded (``COMPATIBLE_KEYS``); a
+mismatch is refused naming the key and both files. With ``--csv`` and ``--images`` (aligned chips, as
+``age-evaluate --aligned`` reads them, e.g. a run folder's ``test.csv``) the ensemble is scored before it is
+written and the scores replace the members' ``test_metrics`` in the metadata.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from core.errors import AgeEstimationError, ConfigError
+
+__all__ = ["COMPATIBLE_KEYS", "build_ensemble", "ensemble_metadata", "main"]
+
+COMPATIBLE_KEYS = (
+    "start_label",
+    "end_label",
+    "num_classes",
+    "img_size",
+    "chip_padding",
+    "detector",
+    "upsample",
+    "threshold",
+)
+
+
+def ensemble_metadata(paths: list[Path], metadatas: list[dict[str, Any]]) -> dict[str, Any]:
+    """The ensemble's metadata: the first member's, checked against every other member, plus a ``members`` list.
+
+    Raises ``ConfigError`` when fewer than two members are given or when two disagree on a ``COMPATIBLE_KEYS`` key.
+    """
+    if len(paths) < 2:
+        raise ConfigError(f"--models: an ensemble needs at least two model files (got {len(paths)})")
+    first, reference = paths[0], metadatas[0]
+    for path, meta in zip(paths[1:], metadatas[1:], strict=True):
+        for key in COMPATIBLE_KEYS:
+            if meta.get(key) != reference.get(key):
+                raise ConfigError(
+                    f"--models: {path.name} has {key}={json.dumps(meta.get(key))} but {first.name} has "
+                    f"{key}={json.dumps(reference.get(key))}; members must align faces and decode ages alike"
+                )
+    merged = {key: value for key, value in reference.items() if key not in ("test_metrics", "run_dir", "created")}
+    merged["members"] = [
+        {
+            "file": path.name,
+            "arch": f"{meta['arch_type']}{meta['arch_subtype']}",
+            "width": meta.get("width"),
+            "test_metrics": meta.get("test_metrics"),
+            "run_dir": meta.get("run_dir"),
+        }
+        for path, meta in zip(paths, metadatas, strict=True)
+    ]
+    merged["created"] = datetime.now(UTC).isoformat(timespec="seconds")
+    return merged
+
+
+def build_ensemble(members: list[Any], img_size: int) -> Any:
+    """One Keras model whose output is the mean of ``members``' logits; the members keep their weights.
+
+    Each member is renamed ``member_<i>`` so that its weights have a distinct place in the ``.h5`` file.
+    """
+    import keras
+
+    inputs = keras.Input((img_size, img_size, 3), name="image")
+    outputs = []
+    for index, member in enumerate(members):
+        member.name = f"member_{index}"
+        outputs.append(member(inputs))
+    logits = keras.layers.Average(name="ensemble_average", dtype="float32")(outputs)
+    return keras.Model(inputs, logits, name=f"coral_ensemble_{len(members)}")
+
+
+def make_ensemble(
+    paths: list[Path], out: Path, csv_path: Path | None = None, images: Path | None = None
+) -> tuple[Path, dict[str, Any] | None]:
+    """Load, check, combine, optionally score, and atomically save; return ``(out, scores or None)``."""
+    from core.artifact import load_model, read_metadata, save_model
+
+    if (csv_path is None) != (images is None):
+        raise ConfigError("--csv and --images go together: both or neither")
+    if out.suffix != ".h5":
+        raise ConfigError(f"--out {out}: the model file name must end in .h5")
+    if out.resolve() in {path.resolve() for path in paths}:
+        raise ConfigError(f"--out {out}: would overwrite one of the members")
+    metadatas = [read_metadata(path) for path in paths]
+    metadata = ensemble_metadata(paths, metadatas)
+    model = build_ensemble([load_model(path) for path in paths], int(metadata["img_size"]))
+    scores = None
+    if csv_path is not None and images is not None:
+        scores = score(model, metadata, csv_path, images)
+        metadata["test_metrics"] = {key: scores[key] for key in ("mae", "rmse", "cs5", "n")}
+        metadata["test_csv"] = csv_path.name
+    return save_model(model, out, metadata), scores
+
+
+def score(model: Any, metadata: dict[str, Any], csv_path: Path, images: Path) -> dict[str, Any]:
+    """MAE, RMSE, CS@5 of ``model`` on aligned chips listed in ``csv_path`` (``Path`` relative to ``images``)."""
+    import numpy as np
+
+    from trainer.data import make_dataset
+    from trainer.evaluate import age_metrics, predict_batches, read_age_csv
+
+    if not images.is_dir():
+        raise ConfigError(f"--images {images}: folder not found")
+    table = read_age_csv(csv_path, images)
+    usable = table[table["Path"].map(lambda p: Path(p).is_file())]
+    if usable.empty:
+        raise ConfigError(f"--csv {csv_path}: none of its images exist under {images}")
+    usable = usable.assign(label=usable["Age"].round().astype(np.int32))
+    batches = make_dataset(usable, int(metadata["img_size"]), 64, training=False, cache="none")
+    truth, predicted = predict_batches(model, batches, int(metadata["start_label"]), float(metadata["threshold"]))
+    return age_metrics(truth, predicted)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``age-ensemble``; exit code 2 on a bad argument, file or mismatched members."""
+    parser = argparse.ArgumentParser(prog="age-ensemble", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", required=True, nargs="+", type=Path, help="two or more .h5 files from age-train")
+    parser.add_argument("--out", required=True, type=Path, help="the ensemble .h5 to write (atomically)")
+    parser.add_argument("--csv", type=Path, help="optional: aligned chips to score it on (Path, Age)")
+    parser.add_argument("--images", type=Path, help="folder the --csv paths are relative to")
+    args = parser.parse_args(argv)
+    try:
+        path, scores = make_ensemble(args.models, args.out, args.csv, args.images)
+    except AgeEstimationError as exc:
+        print(f"age-ensemble: error: {exc}", file=sys.stderr)
+        return 2
+    if scores is not None:
+        print(f"ensemble: MAE {scores['mae']} RMSE {scores['rmse']} CS@5 {scores['cs5']} (n {scores['n']})")
+    print(f"saved: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
