@@ -141,6 +141,34 @@ def test_large_photo_chips_match_a_full_size_search(astronaut: np.ndarray, chip_
     assert np.abs(searched_small.chip.astype(int) - searched_full.chip).mean() < 8
 
 
+@pytest.mark.parametrize(
+    ("shape", "copy_shape", "scale"),
+    [
+        ((3000, 4000), (750, 1000), 4.0),  # even whole factor: box over 4 columns x every other row of 4
+        ((2250, 3000), (750, 1000), 3.0),  # odd whole factor: box over 3 x 3
+        ((1500, 2100), (731, 1024), 2100 / 1024),  # 3 would leave 700 px, under 90% of 1024: filtered resize
+        ((600, 1000), (600, 1000), 1.0),  # small enough: searched as it is
+    ],
+)
+def test_search_copy_is_filtered_and_fills_most_of_max_detect_side(
+    shape: tuple[int, int], copy_shape: tuple[int, int], scale: float
+) -> None:
+    image = np.random.default_rng(0).integers(0, 256, (*shape, 3), dtype=np.uint8)
+    copy, factor = FaceAligner(chip_size=64, padding=0.25)._search_copy(image)
+    assert copy.shape == (*copy_shape, 3)
+    assert copy.dtype == np.uint8
+    assert factor == pytest.approx(scale)
+    if scale == 4.0:
+        blocks = image[::2].reshape(750, 2, 1000, 4, 3).astype(float).mean(axis=(1, 3))
+        assert np.abs(copy - blocks).max() <= 1
+    if scale == 3.0:
+        blocks = image.reshape(750, 3, 1000, 3, 3).astype(float).mean(axis=(1, 3))
+        assert np.abs(copy - blocks).max() <= 1
+    if factor > 1:
+        # Filtered, not subsampled: averaging flattens uniform noise far below its spread of 74 grey levels.
+        assert copy.std() < 45
+
+
 def test_box_is_clipped_to_the_image(aligner: FaceAligner, astronaut: np.ndarray) -> None:
     cropped = np.ascontiguousarray(astronaut[100:, 200:])  # cuts through the face's left side and top
     for face in aligner.align(cropped):
