@@ -9,6 +9,7 @@ type. Pixel counts are checked from the header, before any pixel is decoded, whi
 from __future__ import annotations
 
 import io
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +28,10 @@ DEFAULT_MAX_PIXELS = 50_000_000
 _SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"BM", b"II*\x00", b"MM\x00*")
 
 _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I"})
+
+# Pillow warns on opening any image over its own limit (~89 MP) even though this module refuses it a moment later
+# with a clear error (max_pixels); the warning would only be noise on the console of a service or a job.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 
 def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:

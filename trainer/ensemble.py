@@ -52,14 +52,18 @@ def ensemble_metadata(paths: list[Path], metadatas: list[dict[str, Any]]) -> dic
                     f"--models: {path.name} has {key}={json.dumps(meta.get(key))} but {first.name} has "
                     f"{key}={json.dumps(reference.get(key))}; members must align faces and decode ages alike"
                 )
+    from trainer.train import shown_path
+
     merged = {key: value for key, value in reference.items() if key not in ("test_metrics", "run_dir", "created")}
+    if isinstance(merged.get("trained_on"), str):
+        merged["trained_on"] = shown_path(merged["trained_on"])
     merged["members"] = [
         {
             "file": path.name,
             "arch": f"{meta['arch_type']}{meta['arch_subtype']}",
             "width": meta.get("width"),
             "test_metrics": meta.get("test_metrics"),
-            "run_dir": meta.get("run_dir"),
+            "run_dir": shown_path(meta["run_dir"]) if isinstance(meta.get("run_dir"), str) else None,
         }
         for path, meta in zip(paths, metadatas, strict=True)
     ]

@@ -250,16 +250,24 @@ def train(
         "arch_subtype": config.arch_subtype,
         **alignment,
         "test_time_flip": config.test_time_flip,
-        "trained_on": str(config.csv_path),
+        "trained_on": shown_path(config.csv_path),
         "data": summary.as_dict() | {name: len(frame) for name, frame in splits.items()},
         "test_metrics": {key: test[key] for key in ("mae", "rmse", "cs5", "n")},
         "versions": _versions(),
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "run_dir": str(run_dir),
+        "run_dir": shown_path(run_dir),
     }
     if config.arch_type == "resnet" and config.arch_subtype in _BASIC_RESNETS:
         meta["width"] = config.width
     return save_model(final, config.output_dir / f"{config.model_name}_{stamp}.h5", meta)
+
+
+def shown_path(path: str | Path) -> str:
+    """``path`` relative to the working directory when it lies below it, so a shipped model names no home folder."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import struct
+import subprocess
+import sys
 import zlib
 from pathlib import Path
 
@@ -16,6 +18,8 @@ from PIL import Image
 
 from core.errors import ImageTooLargeError, UnreadableImageError, UnsupportedImageError
 from core.image import decode_image, read_image
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def encode(image: Image.Image, fmt: str, **options: object) -> bytes:
@@ -123,6 +127,22 @@ def test_decompression_bomb_is_refused_before_decoding() -> None:
     assert len(bomb) < 1_000_000
     with pytest.raises(ImageTooLargeError, match=r"80\.0 megapixels"):
         decode_image(bomb)
+
+
+def test_refusal_over_pillows_own_limit_is_one_error_not_a_warning_too(tmp_path: Path) -> None:
+    # In a fresh process: pytest resets warning filters around collection, so only there the module's own holds.
+    (tmp_path / "bomb.png").write_bytes(grey_png_bomb(12_000, 8_000))  # 96 MP, over Pillow's ~89 MP warning
+    code = (
+        "from core.image import read_image\n"
+        "from core.errors import ImageTooLargeError\n"
+        "try:\n"
+        f"    read_image({str(tmp_path / 'bomb.png')!r})\n"
+        "except ImageTooLargeError as err:\n"
+        "    print('refused:', err)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
+    assert "refused: the image is 12000x8000 = 96.0 megapixels" in done.stdout
+    assert "Warning" not in done.stderr
 
 
 def test_pixel_limit_is_configurable(fixtures_dir: Path) -> None:
