@@ -5,8 +5,8 @@
    decoding and aligning 200 of the same images in a loop; the ratio is the job's speed-up over that loop.
    Target: at least 60 images/s.
 2. ``FaceAligner.align`` on a 4000x3000 photo against the same photo at 1000x750 (``bald_guys.jpg``, resized),
-   median of several calls after a warm-up. The large photo is searched on a copy downscaled to 1000x750 (box filter), so
-   the ratio stays near 1 although it has 16x the pixels. Target: ratio at most 1.5.
+   median of several calls after a warm-up. The large photo is searched on a copy box-filtered down to 1000x750,
+   so the ratio stays near 1 although it has 16x the pixels. Target: ratio at most 1.5.
 3. What the cheap search copy costs in faces found: the hand-labelled photos of ``../shared/data/faces`` scaled up
    8x (about 4000 px) with and without sensor-like noise, searched (a) by ``FaceAligner.align`` itself, (b) on a
    copy made by one full antialiased Pillow resize to 1024 px (the slow reference) and (c) on a copy keeping every
