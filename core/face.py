@@ -165,8 +165,8 @@ class FaceAligner:
         if longest / factor >= SEARCH_FILL * side:
             rows = 2 if factor % 2 == 0 else 1
             # ``image`` is C-contiguous (``align`` made sure): a row stride of ``rows`` lines skips the others.
-            source = Image.frombuffer("RGB", (width, height // rows), image, "raw", "RGB", width * 3 * rows, 1)
-            return np.asarray(source.reduce((factor, factor // rows))), float(factor)
+            kept = Image.frombuffer("RGB", (width, height // rows), image, "raw", "RGB", width * 3 * rows, 1)
+            return np.asarray(kept.reduce((factor, factor // rows))), float(factor)
         scale = longest / side
         size = (max(1, round(width / scale)), max(1, round(height / scale)))
         # Copying a 12-megapixel photo into Pillow costs more than the filtered resize itself, so large reductions
