@@ -8,10 +8,10 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 PORT ?= 8000
 
 .DEFAULT_GOAL := help
-.PHONY: help setup serve test lint format bench clean
+.PHONY: help setup serve test lint format bench default-model clean
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || python3.11 -m venv $(VENV) || python3 -m venv $(VENV)
@@ -39,6 +39,22 @@ test: lint ## lint, then the whole test suite
 
 bench: $(STAMP) ## run every benchmark in bench/ and rewrite bench/RESULTS.md
 	$(PY) -m bench.run
+
+MEMBER_SEEDS ?= 0 1 2
+RECIPE := runs/default_model_ensemble
+default-model: $(STAMP) ## retrain models/default.h5 from ../shared/data/utkface: align, one member per seed, ensemble, evaluate (hours)
+	$(VENV)/bin/age-align --images ../shared/data/utkface/images --utkface --out dataset/utkface \
+	    --img-size 80 --padding 0.25 --start-label 1 --workers 2
+	@mkdir -p $(RECIPE)
+	set -eo pipefail; for seed in $(MEMBER_SEEDS); do \
+	    $(VENV)/bin/age-train --config configs/default_model.json --set seed=$$seed \
+	        --set run_dir=$(RECIPE)/seed$$seed --set output_dir=$(RECIPE)/seed$$seed | tee $(RECIPE)/seed$$seed.log; \
+	    cp "$$(tail -n 1 $(RECIPE)/seed$$seed.log | sed 's/^saved: //')" $(RECIPE)/member_seed$$seed.h5; \
+	done
+	$(VENV)/bin/age-ensemble --drop-flip --models $(foreach seed,$(MEMBER_SEEDS),$(RECIPE)/member_seed$(seed).h5) \
+	    --out models/default.h5 --csv $(RECIPE)/seed$(firstword $(MEMBER_SEEDS))/test.csv --images /
+	$(VENV)/bin/age-evaluate --model models/default.h5 --csv models/holdout.csv --images ../shared/data/utkface \
+	    --plots models/default_eval
 
 clean: ## remove caches (keeps .venv/)
 	rm -rf .pytest_cache .mypy_cache .ruff_cache

@@ -14,7 +14,7 @@ from typing import Any
 import keras
 from keras import ops
 
-__all__ = ["HorizontalFlip", "with_flip_averaging"]
+__all__ = ["HorizontalFlip", "with_flip_averaging", "without_flip_averaging"]
 
 
 @keras.saving.register_keras_serializable(package="coral")
@@ -36,3 +36,12 @@ def with_flip_averaging(model: keras.Model) -> keras.Model:
     mirrored = model(HorizontalFlip(name="mirror")(inputs))
     logits = keras.layers.Average(name="flip_average", dtype="float32")([direct, mirrored])
     return keras.Model(inputs, logits, name=f"{model.name}_flip_averaged")
+
+
+def without_flip_averaging(model: keras.Model) -> keras.Model:
+    """The network inside a :func:`with_flip_averaging` wrapper (one forward pass per image); ``model`` itself when
+    it is not such a wrapper."""
+    if not any(isinstance(layer, HorizontalFlip) for layer in model.layers):
+        return model
+    (inner,) = {id(layer): layer for layer in model.layers if isinstance(layer, keras.Model)}.values()
+    return inner

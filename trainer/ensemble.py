@@ -9,7 +9,9 @@ is an ensemble; each forward pass costs the sum of the members' passes.
 Members must agree on everything that decides how a face is aligned and an age decoded (``COMPATIBLE_KEYS``); a
 mismatch is refused naming the key and both files. With ``--csv`` and ``--images`` (aligned chips, as
 ``age-evaluate --aligned`` reads them, e.g. a run folder's ``test.csv``) the ensemble is scored before it is
-written and the scores replace the members' ``test_metrics`` in the metadata.
+written and the scores replace the members' ``test_metrics`` in the metadata. ``--drop-flip`` unwraps each member's
+mirror-image averaging (``test_time_flip``): half the forward passes, and with several members the ensemble already
+averages away most of what the mirror image adds (the shipped three-member model: validation MAE 5.50 either way).
 """
 
 from __future__ import annotations
@@ -88,10 +90,18 @@ def build_ensemble(members: list[Any], img_size: int) -> Any:
 
 
 def make_ensemble(
-    paths: list[Path], out: Path, csv_path: Path | None = None, images: Path | None = None
+    paths: list[Path],
+    out: Path,
+    csv_path: Path | None = None,
+    images: Path | None = None,
+    drop_flip: bool = False,
 ) -> tuple[Path, dict[str, Any] | None]:
-    """Load, check, combine, optionally score, and atomically save; return ``(out, scores or None)``."""
+    """Load, check, combine, optionally score, and atomically save; return ``(out, scores or None)``.
+
+    With ``drop_flip`` each member's flip averaging (``test_time_flip``) is unwrapped, halving the forward passes.
+    """
     from core.artifact import load_model, read_metadata, save_model
+    from core.tta import without_flip_averaging
 
     if (csv_path is None) != (images is None):
         raise ConfigError("--csv and --images go together: both or neither")
@@ -101,7 +111,11 @@ def make_ensemble(
         raise ConfigError(f"--out {out}: would overwrite one of the members")
     metadatas = [read_metadata(path) for path in paths]
     metadata = ensemble_metadata(paths, metadatas)
-    model = build_ensemble([load_model(path) for path in paths], int(metadata["img_size"]))
+    members = [load_model(path) for path in paths]
+    if drop_flip:
+        members = [without_flip_averaging(member) for member in members]
+        metadata["test_time_flip"] = False
+    model = build_ensemble(members, int(metadata["img_size"]))
     scores = None
     if csv_path is not None and images is not None:
         scores = score(model, metadata, csv_path, images)
@@ -136,9 +150,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, type=Path, help="the ensemble .h5 to write (atomically)")
     parser.add_argument("--csv", type=Path, help="optional: aligned chips to score it on (Path, Age)")
     parser.add_argument("--images", type=Path, help="folder the --csv paths are relative to")
+    parser.add_argument(
+        "--drop-flip",
+        action="store_true",
+        help="use each member without its mirror-image averaging: half the forward passes per face",
+    )
     args = parser.parse_args(argv)
     try:
-        path, scores = make_ensemble(args.models, args.out, args.csv, args.images)
+        path, scores = make_ensemble(args.models, args.out, args.csv, args.images, args.drop_flip)
     except AgeEstimationError as exc:
         print(f"age-ensemble: error: {exc}", file=sys.stderr)
         return 2

@@ -71,6 +71,24 @@ def test_logits_are_the_mean_of_the_members_and_stay_rank_consistent(members: li
     assert "test_metrics" not in meta, "the members' scores do not describe the ensemble"
 
 
+def test_drop_flip_averages_the_members_networks_without_their_mirror_passes(
+    members: list[Path], tmp_path: Path
+) -> None:
+    from core.tta import HorizontalFlip, without_flip_averaging
+
+    out = tmp_path / "ensemble.h5"
+    assert main(["--models", *map(str, members), "--out", str(out), "--drop-flip"]) == 0
+
+    images = np.random.default_rng(2).uniform(0, 255, (3, IMG_SIZE, IMG_SIZE, 3)).astype("float32")
+    inner = [without_flip_averaging(load_model(path)) for path in members]
+    assert not any(isinstance(layer, HorizontalFlip) for net in inner for layer in net.layers)
+    expected = np.mean([net.predict(images, verbose=0) for net in inner], axis=0)
+    ensemble = load_model(out)
+    np.testing.assert_allclose(ensemble.predict(images, verbose=0), expected, rtol=1e-5, atol=1e-5)
+    assert not any(isinstance(layer, HorizontalFlip) for layer in ensemble.layers)
+    assert read_metadata(out)["test_time_flip"] is False
+
+
 def test_the_file_loads_in_a_fresh_process(members: list[Path], tmp_path: Path) -> None:
     out = tmp_path / "ensemble.h5"
     assert main(["--models", *map(str, members[:2]), "--out", str(out)]) == 0
