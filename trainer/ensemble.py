@@ -126,19 +126,13 @@ def make_ensemble(
 
 def score(model: Any, metadata: dict[str, Any], csv_path: Path, images: Path) -> dict[str, Any]:
     """MAE, RMSE, CS@5 of ``model`` on aligned chips listed in ``csv_path`` (``Path`` relative to ``images``)."""
-    import numpy as np
-
-    from trainer.data import make_dataset
-    from trainer.evaluate import age_metrics, predict_batches, read_age_csv
+    from trainer.evaluate import age_metrics, aligned_batches, predict_batches, read_age_csv
 
     if not images.is_dir():
         raise ConfigError(f"--images {images}: folder not found")
-    table = read_age_csv(csv_path, images)
-    usable = table[table["Path"].map(lambda p: Path(p).is_file())]
-    if usable.empty:
+    batches, usable, _ = aligned_batches(read_age_csv(csv_path, images), int(metadata["img_size"]), 64)
+    if usable == 0:
         raise ConfigError(f"--csv {csv_path}: none of its images exist under {images}")
-    usable = usable.assign(label=usable["Age"].round().astype(np.int32))
-    batches = make_dataset(usable, int(metadata["img_size"]), 64, training=False, cache="none")
     truth, predicted = predict_batches(model, batches, int(metadata["start_label"]), float(metadata["threshold"]))
     return age_metrics(truth, predicted)
 

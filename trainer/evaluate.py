@@ -124,6 +124,17 @@ def read_age_csv(csv_path: Path, images: Path) -> pd.DataFrame:
     return pd.DataFrame({"Path": [str(images / p) for p in table["Path"]], "Age": ages.to_numpy()})
 
 
+def aligned_batches(table: pd.DataFrame, img_size: int, batch_size: int) -> tuple[Iterable[Any], int, int]:
+    """``(batches, rows with a file, rows without)`` for chips listed in ``table`` (``Path``, ``Age``), resized to
+    ``img_size``; batches yield ``(images, ranks)`` and drop undecodable files on the fly."""
+    from trainer.data import make_dataset
+
+    exists = table["Path"].map(lambda p: Path(p).is_file())
+    usable = table[exists].assign(label=table["Age"].round().astype(np.int32))
+    batches = make_dataset(usable, img_size, batch_size, training=False, cache="none")
+    return batches, len(usable), int((~exists).sum())
+
+
 def _raw_chips(
     table: pd.DataFrame, metadata: dict[str, Any], batch_size: int, counts: dict[str, int]
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
@@ -163,7 +174,6 @@ def evaluate(
     ``mae_per_decade.png`` and ``predicted_vs_true.png``.
     """
     from core.artifact import load_model, read_metadata
-    from trainer.data import make_dataset
 
     metadata = read_metadata(model_path)
     if not images.is_dir():
@@ -171,17 +181,12 @@ def evaluate(
     table = read_age_csv(csv_path, images)
     model = load_model(model_path)
     counts = {"no_face": 0, "unreadable": 0}
+    batches: Iterable[tuple[Any, Any]]
+    expected: int | None = None
     if aligned:
-        exists = table["Path"].map(lambda p: Path(p).is_file())
-        counts["unreadable"] = int((~exists).sum())
-        usable = table[exists].assign(label=table["Age"].round().astype(np.int32))
-        batches: Iterable[tuple[Any, Any]] = make_dataset(
-            usable, int(metadata["img_size"]), batch_size, training=False, cache="none"
-        )
-        expected = len(usable)
+        batches, expected, counts["unreadable"] = aligned_batches(table, int(metadata["img_size"]), batch_size)
     else:
         batches = _raw_chips(table, metadata, batch_size, counts)
-        expected = None
     truth, predicted = predict_batches(model, batches, int(metadata["start_label"]), float(metadata["threshold"]))
     if expected is not None:
         counts["unreadable"] += expected - len(truth)
