@@ -128,8 +128,6 @@ def score(model: Any, metadata: dict[str, Any], csv_path: Path, images: Path) ->
     """MAE, RMSE, CS@5 of ``model`` on aligned chips listed in ``csv_path`` (``Path`` relative to ``images``)."""
     from trainer.evaluate import age_metrics, aligned_batches, predict_batches, read_age_csv
 
-    if not images.is_dir():
-        raise ConfigError(f"--images {images}: folder not found")
     batches, usable, _ = aligned_batches(read_age_csv(csv_path, images), int(metadata["img_size"]), 64)
     if usable == 0:
         raise ConfigError(f"--csv {csv_path}: none of its images exist under {images}")

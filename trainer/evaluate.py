@@ -110,7 +110,10 @@ def predict_batches(
 
 
 def read_age_csv(csv_path: Path, images: Path) -> pd.DataFrame:
-    """``Path, Age`` rows of ``csv_path`` with paths joined to ``images``; ConfigError names a bad file or column."""
+    """``Path, Age`` rows of ``csv_path`` with paths joined to ``images``; ConfigError names a missing folder, a bad
+    file or a bad column."""
+    if not images.is_dir():
+        raise ConfigError(f"--images {images}: folder not found")
     try:
         table = pd.read_csv(csv_path, dtype={"ID": str, "Path": str})
     except (OSError, ValueError) as exc:
@@ -176,8 +179,6 @@ def evaluate(
     from core.artifact import load_model, read_metadata
 
     metadata = read_metadata(model_path)
-    if not images.is_dir():
-        raise ConfigError(f"--images {images}: folder not found")
     table = read_age_csv(csv_path, images)
     model = load_model(model_path)
     counts = {"no_face": 0, "unreadable": 0}
