@@ -7,11 +7,18 @@ model file with the usual metadata, so the service, ``age-demo`` and ``age-evalu
 is an ensemble; each forward pass costs the sum of the members' passes.
 
 Members must agree on everything that decides how a face is aligned and an age decoded (``COMPATIBLE_KEYS``); a
-mismatch is refused naming the key and both files. With ``--csv`` and ``--images`` (aligned chips, as
-``age-evaluate --aligned`` reads them, e.g. a run folder's ``test.csv``) the ensemble is scored before it is
-written and the scores replace the members' ``test_metrics`` in the metadata. ``--drop-flip`` unwraps each member's
-mirror-image averaging (``test_time_flip``): half the forward passes, and with several members the ensemble already
-averages away most of what the mirror image adds (the shipped three-member model: validation MAE 5.50 either way).
+mismatch is refused naming the key and both files. Chip sizes may differ: the ensemble takes chips at the largest
+member's ``img_size`` and hands each smaller member the chip resized inside the model (bilinear, antialiased: the
+same ``tf.image.resize`` that ``age-train`` applies when its aligned chips are larger than ``img_size``). Members of
+different resolutions disagree more than members of one, so their mean gains more (see ``models/README.md``). A
+member that is itself an ensemble (such as ``models/default.h5``) contributes its own members, each weighing as much
+as any other: ``--models models/default.h5 new.h5`` makes a four-member ensemble.
+
+With ``--csv`` and ``--images`` (aligned chips, as ``age-evaluate --aligned`` reads them, e.g. a run folder's
+``test.csv``) the ensemble is scored before it is written and the scores replace the members' ``test_metrics`` in
+the metadata. ``--drop-flip`` unwraps each member's mirror-image averaging (``test_time_flip``): half the forward
+passes, and with several members the ensemble already averages away most of what the mirror image adds (the shipped
+three-member model: validation MAE 5.50 either way).
 """
 
 from __future__ import annotations
@@ -31,7 +38,6 @@ COMPATIBLE_KEYS = (
     "start_label",
     "end_label",
     "num_classes",
-    "img_size",
     "chip_padding",
     "detector",
     "upsample",
@@ -59,24 +65,33 @@ def ensemble_metadata(paths: list[Path], metadatas: list[dict[str, Any]]) -> dic
     merged = {key: value for key, value in reference.items() if key not in ("test_metrics", "run_dir", "created")}
     if isinstance(merged.get("trained_on"), str):
         merged["trained_on"] = shown_path(merged["trained_on"])
-    merged["members"] = [
-        {
-            "file": path.name,
-            "arch": f"{meta['arch_type']}{meta['arch_subtype']}",
-            "width": meta.get("width"),
-            "test_metrics": meta.get("test_metrics"),
-            "run_dir": shown_path(meta["run_dir"]) if isinstance(meta.get("run_dir"), str) else None,
-        }
-        for path, meta in zip(paths, metadatas, strict=True)
-    ]
+    merged["img_size"] = max(int(meta["img_size"]) for meta in metadatas)
+    merged["members"] = []
+    for path, meta in zip(paths, metadatas, strict=True):
+        if meta.get("members"):  # an ensemble contributes its own members
+            merged["members"] += [
+                {"img_size": int(meta["img_size"])} | entry | {"via": path.name} for entry in meta["members"]
+            ]
+            continue
+        merged["members"].append(
+            {
+                "file": path.name,
+                "img_size": int(meta["img_size"]),
+                "arch": f"{meta['arch_type']}{meta['arch_subtype']}",
+                "width": meta.get("width"),
+                "test_metrics": meta.get("test_metrics"),
+                "run_dir": shown_path(meta["run_dir"]) if isinstance(meta.get("run_dir"), str) else None,
+            }
+        )
     merged["created"] = datetime.now(UTC).isoformat(timespec="seconds")
     return merged
 
 
 def build_ensemble(members: list[Any], img_size: int) -> Any:
-    """One Keras model whose output is the mean of ``members``' logits; the members keep their weights.
+    """One Keras model on ``img_size`` chips whose output is the mean of ``members``' logits.
 
-    Each member is renamed ``member_<i>`` so that its weights have a distinct place in the ``.h5`` file.
+    The members keep their weights; a member with a smaller input gets the chip resized (bilinear, antialiased) in
+    the model. Each member is renamed ``member_<i>`` so that its weights have a distinct place in the ``.h5`` file.
     """
     import keras
 
@@ -84,7 +99,14 @@ def build_ensemble(members: list[Any], img_size: int) -> Any:
     outputs = []
     for index, member in enumerate(members):
         member.name = f"member_{index}"
-        outputs.append(member(inputs))
+        size = int(member.input_shape[1])
+        if size > img_size:
+            raise ConfigError(f"member {index} takes {size}-pixel chips, more than the ensemble's {img_size}")
+        chips = inputs
+        if size < img_size:
+            resize = keras.layers.Resizing(size, size, antialias=True, name=f"resize_{index}_to_{size}")
+            chips = resize(inputs)
+        outputs.append(member(chips))
     logits = keras.layers.Average(name="ensemble_average", dtype="float32")(outputs)
     return keras.Model(inputs, logits, name=f"coral_ensemble_{len(members)}")
 
@@ -100,7 +122,7 @@ def make_ensemble(
 
     With ``drop_flip`` each member's flip averaging (``test_time_flip``) is unwrapped, halving the forward passes.
     """
-    from core.artifact import load_model, read_metadata, save_model
+    from core.artifact import read_metadata, save_model
     from core.tta import without_flip_averaging
 
     if (csv_path is None) != (images is None):
@@ -111,7 +133,7 @@ def make_ensemble(
         raise ConfigError(f"--out {out}: would overwrite one of the members")
     metadatas = [read_metadata(path) for path in paths]
     metadata = ensemble_metadata(paths, metadatas)
-    members = [load_model(path) for path in paths]
+    members = [member for path, meta in zip(paths, metadatas, strict=True) for member in _networks(path, meta)]
     if drop_flip:
         members = [without_flip_averaging(member) for member in members]
         metadata["test_time_flip"] = False
@@ -122,6 +144,24 @@ def make_ensemble(
         metadata["test_metrics"] = {key: scores[key] for key in ("mae", "rmse", "cs5", "n")}
         metadata["test_csv"] = csv_path.name
     return save_model(model, out, metadata), scores
+
+
+def _networks(path: Path, metadata: dict[str, Any]) -> list[Any]:
+    """The model in ``path``, or its members when it is an ensemble itself (each then weighs as much as any other
+    member: ``default.h5`` plus one new model is a four-member ensemble, not a half-and-half mean)."""
+    import keras
+
+    from core.artifact import load_model
+
+    model = load_model(path)
+    if not metadata.get("members"):
+        return [model]
+    inner = [layer for layer in model.layers if isinstance(layer, keras.Model)]
+    if len(inner) != len(metadata["members"]):
+        raise ConfigError(
+            f"--models: {path.name} lists {len(metadata['members'])} members in its metadata but holds {len(inner)}"
+        )
+    return inner
 
 
 def score(model: Any, metadata: dict[str, Any], csv_path: Path, images: Path) -> dict[str, Any]:
@@ -153,6 +193,12 @@ def main(argv: list[str] | None = None) -> int:
     except AgeEstimationError as exc:
         print(f"age-ensemble: error: {exc}", file=sys.stderr)
         return 2
+    from core.artifact import read_metadata
+
+    meta = read_metadata(path)
+    resized = [f"{m['file']} ({m['img_size']} px)" for m in meta["members"] if m["img_size"] != meta["img_size"]]
+    if resized:
+        print(f"chips: {meta['img_size']} px, resized in the model for {', '.join(resized)}")
     if scores is not None:
         print(f"ensemble: MAE {scores['mae']} RMSE {scores['rmse']} CS@5 {scores['cs5']} (n {scores['n']})")
     print(f"saved: {path}")

@@ -125,20 +125,57 @@ def test_scoring_on_aligned_chips_writes_the_ensembles_own_test_metrics(
     assert f"MAE {meta['test_metrics']['mae']}" in capsys.readouterr().out
 
 
+def test_members_of_different_chip_sizes_each_see_the_chip_at_their_own_size(
+    members: list[Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import keras
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(0)
+    big = save_model(build_model("resnet", 18, 48, 11, width=8), tmp_path / "big.h5", META | {"img_size": 48})
+    out = tmp_path / "ensemble.h5"
+    assert main(["--models", str(members[0]), str(big), "--out", str(out)]) == 0
+    assert "48 px, resized in the model for a.h5 (32 px)" in capsys.readouterr().out
+
+    chips = np.random.default_rng(3).uniform(0, 255, (2, 48, 48, 3)).astype("float32")
+    small = tf.image.resize(chips, (IMG_SIZE, IMG_SIZE), antialias=True).numpy()
+    expected = (load_model(members[0]).predict(small, verbose=0) + load_model(big).predict(chips, verbose=0)) / 2
+    np.testing.assert_allclose(load_model(out).predict(chips, verbose=0), expected, rtol=1e-5, atol=1e-5)
+    meta = read_metadata(out)
+    assert meta["img_size"] == 48, "the service cuts chips at the largest member's size"
+    assert [entry["img_size"] for entry in meta["members"]] == [IMG_SIZE, 48]
+
+
+def test_an_ensemble_given_as_a_member_contributes_its_members_with_equal_weight(
+    members: list[Path], tmp_path: Path
+) -> None:
+    pair = tmp_path / "pair.h5"
+    assert main(["--models", str(members[0]), str(members[1]), "--out", str(pair), "--drop-flip"]) == 0
+    out = tmp_path / "three.h5"
+    assert main(["--models", str(pair), str(members[2]), "--out", str(out)]) == 0
+
+    from core.tta import without_flip_averaging
+
+    images = np.random.default_rng(4).uniform(0, 255, (3, IMG_SIZE, IMG_SIZE, 3)).astype("float32")
+    nets = [without_flip_averaging(load_model(path)) for path in members]
+    expected = np.mean([net.predict(images, verbose=0) for net in nets], axis=0)
+    np.testing.assert_allclose(load_model(out).predict(images, verbose=0), expected, rtol=1e-5, atol=1e-5)
+    entries = read_metadata(out)["members"]
+    assert [(entry["file"], entry.get("via")) for entry in entries] == [
+        ("a.h5", "pair.h5"),
+        ("b.h5", "pair.h5"),
+        ("c.h5", None),
+    ]
+
+
 @pytest.mark.parametrize(
     ("change", "named"),
-    [({"img_size": 48}, "img_size"), ({"chip_padding": 0.4}, "chip_padding"), ({"start_label": 0}, "start_label")],
+    [({"chip_padding": 0.4}, "chip_padding"), ({"start_label": 0}, "start_label"), ({"detector": "cnn"}, "detector")],
 )
 def test_members_that_align_or_decode_differently_are_refused_by_name(
     members: list[Path], tmp_path: Path, capsys: pytest.CaptureFixture[str], change: dict, named: str
 ) -> None:
-    if "img_size" in change:
-        import keras
-
-        keras.utils.set_random_seed(0)
-        odd = save_model(build_model("resnet", 18, 48, 11, width=8), tmp_path / "odd.h5", META | {"img_size": 48})
-    else:
-        odd = member(tmp_path, "odd", 4, **change)
+    odd = member(tmp_path, "odd", 4, **change)
     out = tmp_path / "ensemble.h5"
     assert main(["--models", str(members[0]), str(odd), "--out", str(out)]) == 2
     err = capsys.readouterr().err
