@@ -117,8 +117,8 @@ def make_ensemble(
     csv_path: Path | None = None,
     images: Path | None = None,
     drop_flip: bool = False,
-) -> tuple[Path, dict[str, Any] | None]:
-    """Load, check, combine, optionally score, and atomically save; return ``(out, scores or None)``.
+) -> tuple[Path, dict[str, Any], dict[str, Any] | None]:
+    """Load, check, combine, optionally score, and atomically save; return ``(out, its metadata, scores or None)``.
 
     With ``drop_flip`` each member's flip averaging (``test_time_flip``) is unwrapped, halving the forward passes.
     """
@@ -143,7 +143,7 @@ def make_ensemble(
         scores = score(model, metadata, csv_path, images)
         metadata["test_metrics"] = {key: scores[key] for key in ("mae", "rmse", "cs5", "n")}
         metadata["test_csv"] = csv_path.name
-    return save_model(model, out, metadata), scores
+    return save_model(model, out, metadata), metadata, scores
 
 
 def _networks(path: Path, metadata: dict[str, Any]) -> list[Any]:
@@ -189,13 +189,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     try:
-        path, scores = make_ensemble(args.models, args.out, args.csv, args.images, args.drop_flip)
+        path, meta, scores = make_ensemble(args.models, args.out, args.csv, args.images, args.drop_flip)
     except AgeEstimationError as exc:
         print(f"age-ensemble: error: {exc}", file=sys.stderr)
         return 2
-    from core.artifact import read_metadata
-
-    meta = read_metadata(path)
     resized = [f"{m['file']} ({m['img_size']} px)" for m in meta["members"] if m["img_size"] != meta["img_size"]]
     if resized:
         print(f"chips: {meta['img_size']} px, resized in the model for {', '.join(resized)}")
