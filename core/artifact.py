@@ -122,8 +122,9 @@ def load_model(path: str | os.PathLike[str]) -> keras.Model:
     metadata = read_metadata(path)
     import keras
 
-    # Importing these registers CoralLayer and HorizontalFlip with Keras before the file is read.
+    # Importing these registers CoralLayer, HorizontalFlip and the backbones' layers with Keras before the file is read.
     import core.coral
+    import core.layers
     import core.tta  # noqa: F401
 
     try:

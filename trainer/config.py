@@ -17,8 +17,11 @@ from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, mode
 
 from core.errors import ConfigError
 
-ARCHITECTURES: dict[str, tuple[int, ...]] = {"resnet": (18, 34, 50, 101, 152), "vgg": (16, 19)}
-PATH_KEYS = ("img_dir", "csv_path", "output_dir", "run_dir")
+ARCHITECTURES: dict[str, tuple[int, ...]] = {"resnet": (18, 34, 50, 101, 152), "vgg": (16, 19), "face_resnet": (29,)}
+# Backbones whose ImageNet weights keras.applications provides (downloaded on first use).
+IMAGENET_BACKBONES = {("resnet", 50), ("resnet", 101), ("resnet", 152), ("vgg", 16), ("vgg", 19)}
+PATH_KEYS = ("img_dir", "csv_path", "output_dir", "run_dir", "pretrained")
+PRETRAINED_NAMES = ("dlib", "imagenet")
 DEFAULT_RUN_DIR = "runs/{model_prefix}{arch_type}{arch_subtype}_{timestamp}"
 DEFAULT_CHIP_PADDING = 0.4
 
@@ -40,8 +43,13 @@ class TrainConfig(BaseModel):
     batch_size: int = Field(default=16, ge=1)
     num_epochs: int = Field(default=30, ge=1)
     model_prefix: str = Field(default="coral_", pattern=r"^[A-Za-z0-9._-]*$")
-    arch_type: Literal["resnet", "vgg"] = "resnet"
+    arch_type: Literal["resnet", "vgg", "face_resnet"] = "resnet"
     arch_subtype: int = 50
+    # None: from scratch; "dlib": dlib's face-recognition weights (face_resnet, the default there); "imagenet":
+    # keras.applications' weights; any other string: a weights file (see trainer.pretrained).
+    pretrained: str | None = None
+    freeze_backbone_epochs: int = Field(default=0, ge=0)
+    backbone_learning_rate: float | None = Field(default=None, gt=0.0, le=1.0)
 
     learning_rate: float = Field(default=1e-3, gt=0.0, le=1.0)
     lr_schedule: Literal["cosine", "constant"] = "cosine"
@@ -58,6 +66,13 @@ class TrainConfig(BaseModel):
     run_dir: LoosePath = Path(DEFAULT_RUN_DIR)
     augment: bool = True
     augment_zoom: float = Field(default=1.12, ge=1.0, le=2.0)
+    augment_greyscale: float = Field(default=0.0, ge=0.0, le=1.0)
+    augment_blur: float = Field(default=0.0, ge=0.0, le=1.0)
+    augment_jpeg: float = Field(default=0.0, ge=0.0, le=1.0)
+    augment_jpeg_quality: int = Field(default=20, ge=1, le=100)
+    augment_downscale: float = Field(default=0.0, ge=0.0, le=1.0)
+    augment_downscale_min: int = Field(default=32, ge=8)
+    augment_color_jitter: float = Field(default=0.0, ge=0.0, le=1.0)
     dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
     resume: bool = False
     threshold: float = Field(default=0.5, gt=0.0, lt=1.0)
@@ -71,11 +86,31 @@ class TrainConfig(BaseModel):
     early_stopping_patience: int | None = Field(default=None, ge=1)
     test_time_flip: bool = False
 
+    @model_validator(mode="before")
+    @classmethod
+    def _default_pretrained(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "pretrained" not in data and data.get("arch_type") == "face_resnet":
+            return {**data, "pretrained": "dlib"}
+        return data
+
     @model_validator(mode="after")
     def _consistent(self) -> TrainConfig:
         if self.arch_subtype not in ARCHITECTURES[self.arch_type]:
             allowed = ", ".join(map(str, ARCHITECTURES[self.arch_type]))
             raise ValueError(f"arch_subtype: {self.arch_type} takes {allowed}, not {self.arch_subtype}")
+        if self.pretrained == "dlib" and self.arch_type != "face_resnet":
+            raise ValueError("pretrained: 'dlib' weights exist for arch_type face_resnet only")
+        if self.pretrained == "imagenet" and (self.arch_type, self.arch_subtype) not in IMAGENET_BACKBONES:
+            name = f"{self.arch_type}{self.arch_subtype}"
+            raise ValueError(f"pretrained: keras.applications has no ImageNet weights for {name}")
+        if self.pretrained == "":
+            raise ValueError("pretrained: empty; use null for training from scratch")
+        if self.freeze_backbone_epochs and self.pretrained is None:
+            raise ValueError("freeze_backbone_epochs: freezing a backbone that is not pretrained only slows training")
+        if self.freeze_backbone_epochs >= self.num_epochs and self.freeze_backbone_epochs > 0:
+            raise ValueError("freeze_backbone_epochs: must be smaller than num_epochs")
+        if self.augment_downscale_min >= self.img_size:
+            raise ValueError("augment_downscale_min: must be smaller than img_size")
         if self.val_fraction + self.test_fraction >= 1.0:
             raise ValueError("test_fraction: val_fraction + test_fraction must leave rows for training")
         if self.start_label is not None and self.end_label is not None and self.end_label <= self.start_label:
@@ -116,7 +151,7 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
 
 
 def _resolve(value: Any, base: Path) -> Any:
-    if isinstance(value, str) and value and not Path(value).is_absolute():
+    if isinstance(value, str) and value and value not in PRETRAINED_NAMES and not Path(value).is_absolute():
         return str(base / value)
     return value
 
@@ -168,7 +203,29 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Tr
         raise ConfigError(f"{where}: img_dir: folder not found: {config.img_dir}")
     if not config.csv_path.is_file():
         raise ConfigError(f"{where}: csv_path: file not found: {config.csv_path}")
-    return config.model_copy(update={k: getattr(config, k).resolve() for k in PATH_KEYS})
+    if config.pretrained not in (None, *PRETRAINED_NAMES) and not Path(str(config.pretrained)).is_file():
+        raise ConfigError(f"{where}: pretrained: weights file not found: {config.pretrained}")
+    _check_chip_size(config, where)
+    return config.model_copy(update={k: getattr(config, k).resolve() for k in PATH_KEYS if k != "pretrained"})
+
+
+def _check_chip_size(config: TrainConfig, where: str) -> None:
+    """Train on chips exactly as the service cuts them: ``img_size`` must be the side ``age-align`` cut them at.
+
+    The service cuts chips at the model's ``img_size`` straight from the photo; chips cut larger and resized in
+    training would be softer and framed by different rounding than anything the model later sees.
+    """
+    try:
+        record = json.loads((config.csv_path.parent / "align.json").read_text())
+    except (OSError, ValueError):
+        return
+    size = record.get("img_size") if isinstance(record, dict) else None
+    if isinstance(size, int) and size != config.img_size:
+        raise ConfigError(
+            f"{where}: img_size: {config.img_size}, but age-align cut the chips of {config.csv_path} at {size} px "
+            f"(align.json); set img_size to {size} or re-align with --img-size {config.img_size}, so that training "
+            "sees the chips the service will cut"
+        )
 
 
 def resolve_alignment(config: TrainConfig) -> dict[str, Any]:

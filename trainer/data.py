@@ -16,6 +16,7 @@ import pandas as pd
 import tensorflow as tf
 
 from core.errors import ConfigError
+from trainer.robustness import Robustness
 
 REQUIRED_COLUMNS = ("ID", "Path", "Age")
 # Leading bytes of the formats tf.io.decode_image reads; anything else is skipped before training starts.
@@ -145,11 +146,22 @@ def split_by_id(table: pd.DataFrame, val_fraction: float, test_fraction: float, 
 def _decode(path: tf.Tensor, label: tf.Tensor, img_size: int) -> tuple[tf.Tensor, tf.Tensor]:
     raw = tf.io.read_file(path)
     image = tf.io.decode_image(raw, channels=3, expand_animations=False)
-    image = tf.image.resize(image, (img_size, img_size), antialias=True)
-    return tf.cast(tf.clip_by_value(tf.round(image), 0.0, 255.0), tf.uint8), label
+    # Chips already at img_size (the default recipe: age-align cuts them at the model's size) pass untouched, so
+    # training sees exactly the pixels the service's aligner produces.
+    shape = tf.shape(image)
+    return tf.cond(
+        tf.logical_and(tf.equal(shape[0], img_size), tf.equal(shape[1], img_size)),
+        lambda: tf.ensure_shape(image, (img_size, img_size, 3)),
+        lambda: tf.cast(
+            tf.clip_by_value(tf.round(tf.image.resize(image, (img_size, img_size), antialias=True)), 0.0, 255.0),
+            tf.uint8,
+        ),
+    ), label
 
 
-def _augment(image: tf.Tensor, label: tf.Tensor, img_size: int, zoom: float) -> tuple[tf.Tensor, tf.Tensor]:
+def _augment(
+    image: tf.Tensor, label: tf.Tensor, img_size: int, zoom: float, robustness: Robustness
+) -> tuple[tf.Tensor, tf.Tensor]:
     # A random enlargement in [1, zoom] before the crop varies scale as well as position.
     big = tf.random.uniform((), img_size, max(img_size, round(img_size * zoom)) + 1, dtype=tf.int32)
     image = tf.image.resize(tf.cast(image, tf.float32), (big, big))
@@ -157,6 +169,7 @@ def _augment(image: tf.Tensor, label: tf.Tensor, img_size: int, zoom: float) -> 
     image = tf.image.random_flip_left_right(image)
     image = tf.image.random_brightness(image, 0.08 * 255.0)
     image = tf.image.random_contrast(image, 0.85, 1.15)
+    image = robustness.apply(tf.clip_by_value(image, 0.0, 255.0), img_size)
     return tf.clip_by_value(image, 0.0, 255.0), label
 
 
@@ -174,12 +187,14 @@ def make_dataset(
     cache_path: Path | None = None,
     seed: int = 0,
     zoom: float = DEFAULT_ZOOM,
+    robustness: Robustness | None = None,
 ) -> tf.data.Dataset:
     """Batches of ``(float32 (N, img_size, img_size, 3) in 0..255, int32 (N,) ranks)`` from a clean table.
 
     Decoding runs in parallel; images that fail to decode are dropped, never raised mid-epoch. The decoded
     uint8 chips are cached (``"memory"``, or ``"disk"`` at ``cache_path``) before any augmentation, so each
-    epoch only re-shuffles (training), augments (training and ``augment``), batches and prefetches.
+    epoch only re-shuffles (training), augments (training and ``augment``: random zoom-crop, flip, brightness and
+    contrast, then the :class:`Robustness` degradations), batches and prefetches.
     """
     paths = table["Path"].to_numpy(dtype=str)
     labels = table["label"].to_numpy(dtype=np.int32)
@@ -196,7 +211,8 @@ def make_dataset(
     if training:
         ds = ds.shuffle(min(len(table), 10_000), seed=seed, reshuffle_each_iteration=True)
     if training and augment:
-        ds = ds.map(lambda x, y: _augment(x, y, img_size, zoom), num_parallel_calls=tf.data.AUTOTUNE)
+        extra = robustness or Robustness()
+        ds = ds.map(lambda x, y: _augment(x, y, img_size, zoom, extra), num_parallel_calls=tf.data.AUTOTUNE)
     else:
         ds = ds.map(_to_float, num_parallel_calls=tf.data.AUTOTUNE)
     options = tf.data.Options()

@@ -1,9 +1,12 @@
-"""Backbones with the CORAL head: ResNet 18/34/50/101/152 and VGG 16/19, trained from scratch.
+"""Backbones with the CORAL head: ResNet 18/34/50/101/152, VGG 16/19 and dlib's face-recognition ResNet 29.
 
 ResNet 18 and 34 use basic blocks (He et al. 2016, Table 1), which ``keras.applications`` lacks, so they are built
-here; ResNet 50/101/152 and VGG 16/19 come from ``keras.applications`` with ``weights=None``. Every network ends in
-global average pooling, so any square input of at least 32 pixels works, and in ``core.coral.CoralLayer``.
-Pixel scaling is the model's first layer: callers feed RGB float in 0..255 and trainer and service cannot disagree.
+here; ResNet 50/101/152 and VGG 16/19 come from ``keras.applications`` (from scratch, or with ImageNet weights or a
+weights file, ``pretrained``); ``face_resnet`` 29 is dlib's face-recognition network (``trainer.backbones``), with
+dlib's weights by default. Every network ends in global average pooling and ``core.coral.CoralLayer``. Pixel
+scaling is the model's first layer (each backbone's own: [-1, 1] from scratch, ImageNet's "caffe" means for
+ImageNet weights, dlib's means for face_resnet): callers feed RGB float in 0..255 and trainer and service cannot
+disagree.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ import keras
 from keras import layers
 
 from core.coral import CoralLayer
+from core.layers import CaffePreprocess
+from trainer.backbones.face_resnet import face_resnet, load_dlib_weights
 from trainer.config import ARCHITECTURES
 
 __all__ = ["ARCHITECTURES", "build_model"]
@@ -68,13 +73,18 @@ def build_model(
     num_classes: int,
     width: int = 64,
     dropout: float = 0.0,
+    pretrained: str | None = None,
 ) -> keras.Model:
     """Build an untrained CORAL network.
 
     Input: ``(N, img_size, img_size, 3)`` RGB float in 0..255. Output: ``(N, num_classes - 1)`` CORAL logits.
     ``width`` is the channel count of the first stage of ResNet 18/34 (64 in the paper; smaller is cheaper);
-    ``dropout`` is applied to the pooled features before the head. Raises ``ValueError`` naming the valid choices
-    for an unknown architecture, an image smaller than 32 pixels or fewer than 2 classes.
+    ``dropout`` is applied to the pooled features before the head. ``pretrained``: ``None`` (from scratch),
+    ``"dlib"`` (face_resnet), ``"imagenet"`` (keras.applications downloads the weights, or finds them in its cache
+    ``~/.keras/models``), or a path: a dlib ``.dat`` for face_resnet, a weights file for the ``keras.applications``
+    backbone, or a Keras ``.weights.h5`` of a model of the same architecture (the CORAL head may differ and is then
+    left untrained). Raises ``ValueError`` naming the valid choices for an unknown architecture, an image smaller
+    than 32 pixels or fewer than 2 classes; whatever Keras raises when weights cannot be fetched or read.
     """
     arch_type = str(arch_type).lower()
     if arch_type not in ARCHITECTURES or int(arch_subtype) not in ARCHITECTURES[arch_type]:
@@ -87,15 +97,30 @@ def build_model(
     depth = int(arch_subtype)
 
     inputs = keras.Input((img_size, img_size, 3), name="image")
-    x = layers.Rescaling(1.0 / 127.5, offset=-1.0, name="scale_pixels")(inputs)
-    if arch_type == "resnet" and depth in _BASIC_BLOCKS:
+    whole_model_weights = pretrained not in (None, "dlib", "imagenet") and str(pretrained).endswith(".weights.h5")
+    if arch_type == "face_resnet":
+        features = face_resnet(inputs)
+    elif arch_type == "resnet" and depth in _BASIC_BLOCKS:
+        x = layers.Rescaling(1.0 / 127.5, offset=-1.0, name="scale_pixels")(inputs)
         features = _basic_resnet(x, depth, int(width))
     else:
+        imagenet_like = pretrained is not None and not whole_model_weights
+        x = CaffePreprocess(name="imagenet_pixels")(inputs) if imagenet_like else inputs
+        if not imagenet_like:
+            x = layers.Rescaling(1.0 / 127.5, offset=-1.0, name="scale_pixels")(x)
         backbone = _applications()[(arch_type, depth)](
-            include_top=False, weights=None, input_shape=(img_size, img_size, 3), pooling="avg"
+            include_top=False,
+            weights=pretrained if imagenet_like else None,
+            input_shape=(img_size, img_size, 3),
+            pooling="avg",
         )
         features = backbone(x)
     if dropout > 0:
         features = layers.Dropout(dropout, name="dropout")(features)
     logits = CoralLayer(num_classes, dtype="float32", name="coral")(features)
-    return keras.Model(inputs, logits, name=f"coral_{arch_type}{depth}")
+    model = keras.Model(inputs, logits, name=f"coral_{arch_type}{depth}")
+    if arch_type == "face_resnet" and pretrained is not None and not whole_model_weights:
+        load_dlib_weights(model, None if pretrained == "dlib" else pretrained)
+    elif whole_model_weights:
+        model.load_weights(str(pretrained), skip_mismatch=True)
+    return model

@@ -34,7 +34,10 @@ from trainer.data import DataSummary, load_table, make_dataset, split_by_id
 from trainer.distribute import choose_strategy, is_chief, set_precision
 from trainer.evaluate import AgeMAE, AgeRMSE, age_metrics, predict_batches
 from trainer.model import build_model
+from trainer.optim import freeze_callbacks, make_optimizer
+from trainer.pretrained import check_pretrained, pretrained_name
 from trainer.report import read_history, write_plots
+from trainer.robustness import Robustness
 
 SPLITS = ("train", "val", "test")
 _BASIC_RESNETS = (18, 34)
@@ -62,26 +65,16 @@ def prepare_splits(config: TrainConfig, table: pd.DataFrame, run_dir: Path) -> d
     return splits
 
 
-def _optimizer(config: TrainConfig, steps_per_epoch: int) -> keras.optimizers.Optimizer:
-    rate: float | keras.optimizers.schedules.LearningRateSchedule = config.learning_rate
-    if config.lr_schedule == "cosine":
-        warmup = steps_per_epoch * config.warmup_epochs
-        rate = keras.optimizers.schedules.CosineDecay(
-            initial_learning_rate=config.learning_rate if warmup == 0 else config.learning_rate / 100,
-            decay_steps=steps_per_epoch * (config.num_epochs - config.warmup_epochs),
-            alpha=0.01,
-            warmup_target=config.learning_rate if warmup else None,
-            warmup_steps=warmup,
-        )
-    if config.weight_decay > 0:
-        return keras.optimizers.AdamW(learning_rate=rate, weight_decay=config.weight_decay)
-    return keras.optimizers.Adam(learning_rate=rate)
-
-
-def _build(config: TrainConfig, num_classes: int) -> keras.Model:
+def _build(config: TrainConfig, num_classes: int, pretrained: bool = True) -> keras.Model:
     extra = {"width": config.width} if config.arch_type == "resnet" and config.arch_subtype in _BASIC_RESNETS else {}
     return build_model(
-        config.arch_type, config.arch_subtype, config.img_size, num_classes, dropout=config.dropout, **extra
+        config.arch_type,
+        config.arch_subtype,
+        config.img_size,
+        num_classes,
+        dropout=config.dropout,
+        pretrained=config.pretrained if pretrained else None,
+        **extra,
     )
 
 
@@ -186,6 +179,7 @@ def train(
             training=name == "train",
             augment=config.augment,
             zoom=config.augment_zoom,
+            robustness=Robustness.from_config(config),
             cache=config.cache,
             cache_path=cache_dir / name,
             seed=config.seed,
@@ -200,7 +194,7 @@ def train(
         model = _build(config, num_classes)
         init_coral_biases(model, train_labels, num_classes)
         model.compile(
-            optimizer=_optimizer(config, steps_per_epoch),
+            optimizer=make_optimizer(config, steps_per_epoch),
             loss=coral_loss(weights),
             metrics=[AgeMAE(config.threshold), AgeRMSE(config.threshold)],
         )
@@ -212,7 +206,7 @@ def train(
             datasets["train"],
             validation_data=datasets["val"],
             epochs=config.num_epochs,
-            callbacks=[*_callbacks(config, run_dir), *extra_callbacks],
+            callbacks=[*_callbacks(config, run_dir), *freeze_callbacks(config), *extra_callbacks],
             verbose=1 if sys.stdout.isatty() else 2,
         )
     best = run_dir / "checkpoints" / "best.weights.h5"
@@ -221,7 +215,7 @@ def train(
 
     # Serve-ready copy: float32 everywhere and no distribution wrappers, whatever training used.
     keras.mixed_precision.set_global_policy("float32")
-    final = _build(config, num_classes)
+    final = _build(config, num_classes, pretrained=False)
     final.set_weights(model.get_weights())
     if config.test_time_flip:
         final = with_flip_averaging(final)
@@ -248,6 +242,7 @@ def train(
         "threshold": config.threshold,
         "arch_type": config.arch_type,
         "arch_subtype": config.arch_subtype,
+        "pretrained": pretrained_name(config.pretrained),
         **alignment,
         "test_time_flip": config.test_time_flip,
         "trained_on": shown_path(config.csv_path),
@@ -284,6 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         config = load_config(args.config, parse_overrides(args.set))
+        check_pretrained(config)
         table, summary = load_table(
             config.csv_path, config.img_dir, config.start_label, config.end_label, config.clip_ages
         )
