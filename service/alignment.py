@@ -53,6 +53,9 @@ class ThreadLocalAligner:
         return aligner.align(rgb)
 
 
-def aligner_from_metadata(metadata: dict[str, Any]) -> ThreadLocalAligner:
-    """The aligner a model was trained for, from its metadata (``img_size``, ``chip_padding``, ``detector``, ...)."""
-    return ThreadLocalAligner(functools.partial(FaceAligner.from_metadata, metadata))
+def aligner_from_metadata(metadata: dict[str, Any], max_faces: int | None = None) -> ThreadLocalAligner:
+    """The aligner a model was trained for, from its metadata (``img_size``, ``chip_padding``, ``detector``, ...).
+
+    ``max_faces`` cuts the detections (largest first) before landmarks and chips, so it bounds the work per photo.
+    """
+    return ThreadLocalAligner(functools.partial(FaceAligner.from_metadata, metadata, max_faces))

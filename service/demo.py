@@ -166,7 +166,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         predictor = load_predictor(choice)
-        aligner = aligner_from_metadata(choice.metadata)
+        aligner = aligner_from_metadata(choice.metadata, settings.max_faces)
     except (AgeEstimationError, OSError, ValueError) as exc:
         print(f"age-demo: {exc}", file=sys.stderr)
         return 1

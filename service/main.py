@@ -105,7 +105,7 @@ def _load(settings: ServiceSettings) -> tuple[Path, Predictor, Aligner]:
 
     choice = choose_model(settings)
     predictor = load_predictor(choice)
-    return choice.model_file, predictor, aligner_from_metadata(choice.metadata)
+    return choice.model_file, predictor, aligner_from_metadata(choice.metadata, settings.max_faces)
 
 
 async def _give_every_worker_an_aligner(pool: ThreadPoolExecutor | None, aligner: Aligner, workers: int) -> None:

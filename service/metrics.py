@@ -51,7 +51,7 @@ class ServiceMetrics:
         )
         self.faces_per_image = Histogram(
             "age_faces_per_image",
-            "Faces found per decoded image (before the MAX_FACES cut).",
+            "Faces analysed per decoded image (at most MAX_FACES, cut before landmarks).",
             buckets=(0, 1, 2, 3, 4, 6, 8, 12, 16, 32, 64),
             registry=self.registry,
         )

@@ -170,11 +170,24 @@ def test_search_copy_is_filtered_and_fills_most_of_max_detect_side(
 
 
 def test_box_is_clipped_to_the_image(aligner: FaceAligner, astronaut: np.ndarray) -> None:
-    cropped = np.ascontiguousarray(astronaut[100:, 200:])  # cuts through the face's left side and top
-    for face in aligner.align(cropped):
+    # The face spans about (179, 83)-(266, 170): this crop cuts through its left side and top, yet it is found.
+    cropped = np.ascontiguousarray(astronaut[90:, 190:])
+    faces = aligner.align(cropped)
+    assert faces, "the crop must still hold the face, or the clipping below is never checked"
+    for face in faces:
         left, top, right, bottom = face.box
         assert 0 <= left <= right < cropped.shape[1]
         assert 0 <= top <= bottom < cropped.shape[0]
+    assert min(faces[0].box[:2]) == 0, "the detection should reach past the crop's edge and be clipped to it"
+
+
+@pytest.mark.parametrize("shape", [(1, 2048), (1, 65535), (2048, 1), (1, 4097), (2, 9000), (3, 1100), (1, 1)])
+def test_one_pixel_high_wide_and_extreme_aspect_images_have_no_face(aligner: FaceAligner, shape: tuple) -> None:
+    # A 2048x1 photo once reduced to an empty search copy and raised "box can't be empty" (a 500 in the service).
+    image = np.full((*shape, 3), 128, np.uint8)
+    copy, _ = aligner._search_copy(image)
+    assert copy.size > 0
+    assert aligner.align(image) == []
 
 
 def test_dogs_have_no_face(aligner: FaceAligner, faces_dir: Path) -> None:
@@ -226,3 +239,16 @@ def test_bad_settings_are_refused(kwargs: dict, name: str) -> None:
 def test_missing_predictor_file_is_named(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match=r"nope\.dat"):
         FaceAligner(chip_size=64, padding=0.25, predictor_path=tmp_path / "nope.dat")
+
+
+def test_max_faces_cuts_the_detections_before_their_landmarks(faces_dir: Path) -> None:
+    image = read_image(faces_dir / "bald_guys.jpg")
+    every = FaceAligner(chip_size=64, padding=0.25).align(image)
+    capped = FaceAligner(chip_size=64, padding=0.25, max_faces=3)
+    calls = []
+    predictor = capped._predictor
+    capped._predictor = lambda img, rect: calls.append(rect) or predictor(img, rect)  # type: ignore[assignment]
+    faces = capped.align(image)
+    assert len(every) > 3
+    assert len(calls) == 3, "landmarks were placed for faces that the cap then dropped"
+    assert [face.box for face in faces] == [face.box for face in every[:3]]
