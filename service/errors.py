@@ -28,12 +28,17 @@ class FormError(AgeEstimationError):
     """The request is not a multipart form with a ``file`` field (HTTP 422)."""
 
 
+class BatcherUnavailableError(AgeEstimationError):
+    """The model batcher is stopping or has died: the service cannot predict now (HTTP 503)."""
+
+
 STATUS_BY_ERROR: dict[type[AgeEstimationError], int] = {
     UnreadableImageError: 400,
     ImageTooLargeError: 413,
     UnsupportedImageError: 415,
     NoFaceError: 422,
     FormError: 422,
+    BatcherUnavailableError: 503,
 }
 
 
@@ -50,7 +55,8 @@ async def _age_estimation_error(request: Request, exc: Exception) -> JSONRespons
     status = status_for(exc)
     if status == 500:
         logger.error("%s %s failed: %s", request.method, request.url.path, exc)
-    return JSONResponse({"detail": str(exc)}, status_code=status)
+    headers = {"Retry-After": "5"} if status == 503 else None
+    return JSONResponse({"detail": str(exc)}, status_code=status, headers=headers)
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:

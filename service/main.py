@@ -89,14 +89,24 @@ async def _start(runtime: Runtime, on_fatal: FatalHandler | None) -> None:
         await batcher.start()
         await _give_every_worker_an_aligner(runtime.detect_pool, aligner, settings.detect_workers)
     except (AgeEstimationError, OSError, ValueError, threading.BrokenBarrierError) as exc:
-        runtime.error = f"cannot start: {exc}"
-        if on_fatal is not None:
-            on_fatal(runtime.error)
-        else:
-            logger.error("%s", runtime.error)
+        _fail(runtime, on_fatal, f"cannot start: {exc}")
+        return
+    except Exception as exc:
+        # Anything else (dlib's RuntimeError on a corrupt landmark file, TensorFlow running out of memory in the
+        # warm-up) must end the process too: a service stuck at "still loading" would look healthy to nobody.
+        logger.debug("start-up failed", exc_info=exc)
+        _fail(runtime, on_fatal, f"cannot start: {type(exc).__name__}: {exc}")
         return
     runtime.predictor, runtime.aligner, runtime.batcher = predictor, aligner, batcher
     logger.info("ready: serving %s on %s", model_file, predictor.device)
+
+
+def _fail(runtime: Runtime, on_fatal: FatalHandler | None, reason: str) -> None:
+    runtime.error = " ".join(reason.split())
+    if on_fatal is not None:
+        on_fatal(runtime.error)
+    else:
+        logger.error("%s", runtime.error)
 
 
 def _load(settings: ServiceSettings) -> tuple[Path, Predictor, Aligner]:

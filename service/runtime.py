@@ -38,7 +38,9 @@ class Runtime:
 
     @property
     def ready(self) -> bool:
-        return self.predictor is not None and self.batcher is not None and self.aligner is not None
+        """Loaded, warm, and the batcher still answering (a dead batcher makes the service unready)."""
+        loaded = self.predictor is not None and self.batcher is not None and self.aligner is not None
+        return loaded and self.batcher is not None and self.batcher.alive
 
 
 def get_runtime(request: Request) -> Runtime:
@@ -50,7 +52,8 @@ def get_runtime(request: Request) -> Runtime:
 def get_ready_runtime(runtime: Annotated[Runtime, Depends(get_runtime)]) -> Runtime:
     """The ``Runtime`` once the model is loaded and warm; otherwise answer 503 with the reason."""
     if not runtime.ready:
-        detail = runtime.error or "the model is still loading; retry in a few seconds"
+        failure = runtime.batcher.failure if runtime.batcher is not None else None
+        detail = runtime.error or failure or "the model is still loading; retry in a few seconds"
         raise HTTPException(status_code=503, detail=detail, headers={"Retry-After": "5"})
     return runtime
 

@@ -99,6 +99,34 @@ def test_age_serve_refuses_an_unknown_config_key(
     assert "unknown key 'batch'" in capsys.readouterr().err
 
 
+_BROKEN_LOAD = """
+import sys
+import service.main
+
+def broken_load(settings):
+    raise RuntimeError("Error deserializing object of type int\\n   while deserializing a dlib::shape_predictor")
+
+service.main._load = broken_load
+sys.exit(service.main.main(sys.argv[1:]))
+"""
+
+
+def test_any_start_up_exception_ends_age_serve_with_one_line(config_file: Path) -> None:
+    """Not only the expected error types: dlib's RuntimeError (corrupt landmark file) once left /health at 503."""
+    result = subprocess.run(
+        [sys.executable, "-c", _BROKEN_LOAD, "--port", "0", "--log-level", "warning", "--config", str(config_file)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("age-serve:")]
+    expected = "age-serve: cannot start: RuntimeError: Error deserializing object of type int while deserializing"
+    assert lines == [f"{expected} a dlib::shape_predictor"], result.stderr
+    assert "Traceback" not in result.stderr
+
+
 @pytest.mark.slow
 def test_age_serve_stops_when_the_model_fails_to_load(unloadable_model: Path, config_file: Path) -> None:
     """The metadata passes the pre-flight check, the Keras load fails in the lifespan: exit 1, one line."""
@@ -117,3 +145,26 @@ def test_age_serve_stops_when_the_model_fails_to_load(unloadable_model: Path, co
     assert len(error_lines) == 1, result.stderr
     assert "unloadable.h5" in error_lines[0]
     assert "Traceback" not in result.stderr
+
+
+def test_a_dead_batcher_makes_the_service_unready_and_predict_503(settings: ServiceSettings) -> None:
+    from service.runtime import get_aligner
+    from tests.service.conftest import FakeAligner, image_bytes
+
+    app = create_app(settings)
+    app.dependency_overrides[get_aligner] = lambda: FakeAligner(1)
+    with TestClient(app) as client:
+        assert wait_until_settled(client) == 200
+        batcher = app.state.runtime.batcher
+
+        async def crash(batch: object) -> None:
+            raise ZeroDivisionError("bug in the collector")
+
+        batcher._run = crash
+        first = client.post("/predict", files={"file": ("a.png", image_bytes())})
+        assert first.status_code == 503
+        assert "batcher stopped" in first.json()["detail"]
+        health = client.get("/health")
+        assert health.status_code == 503
+        assert "batcher stopped" in health.json()["detail"]
+        assert client.post("/predict", files={"file": ("a.png", image_bytes())}).status_code == 503
