@@ -16,7 +16,8 @@ as any other: ``--models models/default.h5 new.h5`` makes a four-member ensemble
 
 With ``--csv`` and ``--images`` (aligned chips, as ``age-evaluate --aligned`` reads them, e.g. a run folder's
 ``test.csv``) the ensemble is scored before it is written and the scores replace the members' ``test_metrics`` in
-the metadata. ``--drop-flip`` unwraps each member's mirror-image averaging (``test_time_flip``): half the forward
+the metadata; its intervals are calibrated (split-conformal, ``core.distribution``) on that set, or on
+``--calibrate-csv`` (better: a set other than the one it is scored on, e.g. the run's ``val.csv``). ``--drop-flip`` unwraps each member's mirror-image averaging (``test_time_flip``): half the forward
 passes, and with several members the ensemble already averages away most of what the mirror image adds (the shipped
 three-member model: validation MAE 5.50 either way).
 """
@@ -117,16 +118,19 @@ def make_ensemble(
     csv_path: Path | None = None,
     images: Path | None = None,
     drop_flip: bool = False,
+    calibrate_csv: Path | None = None,
 ) -> tuple[Path, dict[str, Any], dict[str, Any] | None]:
-    """Load, check, combine, optionally score, and atomically save; return ``(out, its metadata, scores or None)``.
+    """Load, check, combine, optionally score and calibrate, and atomically save; return ``(out, metadata, scores)``.
 
     With ``drop_flip`` each member's flip averaging (``test_time_flip``) is unwrapped, halving the forward passes.
+    The calibration (``core.distribution``) is fitted on ``calibrate_csv`` (chips under ``images``), else on
+    ``csv_path``; with neither the ensemble is uncalibrated (the members' calibrations do not carry over).
     """
     from core.artifact import read_metadata, save_model
     from core.tta import without_flip_averaging
 
-    if (csv_path is None) != (images is None):
-        raise ConfigError("--csv and --images go together: both or neither")
+    if (csv_path is None and calibrate_csv is None) != (images is None):
+        raise ConfigError("--images goes with --csv or --calibrate-csv, and they need it")
     if out.suffix != ".h5":
         raise ConfigError(f"--out {out}: the model file name must end in .h5")
     if out.resolve() in {path.resolve() for path in paths}:
@@ -138,11 +142,16 @@ def make_ensemble(
         members = [without_flip_averaging(member) for member in members]
         metadata["test_time_flip"] = False
     model = build_ensemble(members, int(metadata["img_size"]))
-    scores = None
+    scores, calibration = None, None
+    metadata.pop("calibration", None)
     if csv_path is not None and images is not None:
-        scores = score(model, metadata, csv_path, images)
+        scores, calibration = score(model, metadata, csv_path, images)
         metadata["test_metrics"] = {key: scores[key] for key in ("mae", "rmse", "cs5", "n")}
         metadata["test_csv"] = csv_path.name
+    if calibrate_csv is not None and images is not None:
+        calibration = score(model, metadata, calibrate_csv, images)[1]
+    if calibration is not None:
+        metadata["calibration"] = calibration.to_metadata()
     return save_model(model, out, metadata), metadata, scores
 
 
@@ -164,15 +173,22 @@ def _networks(path: Path, metadata: dict[str, Any]) -> list[Any]:
     return inner
 
 
-def score(model: Any, metadata: dict[str, Any], csv_path: Path, images: Path) -> dict[str, Any]:
-    """MAE, RMSE, CS@5 of ``model`` on aligned chips listed in ``csv_path`` (``Path`` relative to ``images``)."""
-    from trainer.evaluate import age_metrics, aligned_batches, predict_batches, read_age_csv
+def score(model: Any, metadata: dict[str, Any], csv_path: Path, images: Path) -> tuple[dict[str, Any], Any]:
+    """MAE, RMSE, CS@5 of ``model`` on aligned chips listed in ``csv_path`` (``Path`` relative to ``images``), and
+    the calibration fitted on them (``core.distribution.Calibration``)."""
+    from core.coral import labels_from_probas, probas_from_logits
+    from trainer.calibrate import fit_calibration, predict_logits
+    from trainer.evaluate import age_metrics, aligned_batches, read_age_csv
 
-    batches, usable, _ = aligned_batches(read_age_csv(csv_path, images), int(metadata["img_size"]), 64)
+    table = read_age_csv(csv_path, images)
+    batches, usable, _ = aligned_batches(table, int(metadata["img_size"]), 64)
     if usable == 0:
         raise ConfigError(f"--csv {csv_path}: none of its images exist under {images}")
-    truth, predicted = predict_batches(model, batches, int(metadata["start_label"]), float(metadata["threshold"]))
-    return age_metrics(truth, predicted)
+    rows, logits = predict_logits(model, batches)
+    truth = table["Age"].to_numpy()[rows.astype(int)]
+    start = int(metadata["start_label"])
+    predicted = start + labels_from_probas(probas_from_logits(logits), float(metadata["threshold"]))
+    return age_metrics(truth, predicted), fit_calibration(logits, truth, start, csv_path.name)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -183,13 +199,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--csv", type=Path, help="optional: aligned chips to score it on (Path, Age)")
     parser.add_argument("--images", type=Path, help="folder the --csv paths are relative to")
     parser.add_argument(
+        "--calibrate-csv", type=Path, help="aligned chips (under --images) to calibrate intervals on; default: --csv"
+    )
+    parser.add_argument(
         "--drop-flip",
         action="store_true",
         help="use each member without its mirror-image averaging: half the forward passes per face",
     )
     args = parser.parse_args(argv)
     try:
-        path, meta, scores = make_ensemble(args.models, args.out, args.csv, args.images, args.drop_flip)
+        path, meta, scores = make_ensemble(
+            args.models, args.out, args.csv, args.images, args.drop_flip, args.calibrate_csv
+        )
     except AgeEstimationError as exc:
         print(f"age-ensemble: error: {exc}", file=sys.stderr)
         return 2
@@ -198,6 +219,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"chips: {meta['img_size']} px, resized in the model for {', '.join(resized)}")
     if scores is not None:
         print(f"ensemble: MAE {scores['mae']} RMSE {scores['rmse']} CS@5 {scores['cs5']} (n {scores['n']})")
+    if "calibration" in meta:
+        print(f"calibrated on {meta['calibration']['source']} ({meta['calibration']['n']} faces)")
     print(f"saved: {path}")
     return 0
 

@@ -29,6 +29,7 @@ from core.artifact import save_model
 from core.coral import CoralLayer, coral_loss, importance_weights, levels_from_labels
 from core.errors import ConfigError
 from core.tta import with_flip_averaging
+from trainer.calibrate import calibrate_splits
 from trainer.config import TrainConfig, fill_run_dir, load_config, parse_overrides, resolve_alignment, timestamp
 from trainer.data import DataSummary, load_table, make_dataset, split_by_id
 from trainer.distribute import choose_strategy, is_chief, set_precision
@@ -229,6 +230,7 @@ def train(
         true_ages = ranks + summary.start_label
         results[name] = age_metrics(true_ages, predicted)
         results[name]["median_baseline_mae"] = round(float(np.abs(true_ages - median).mean()), 4)
+    calibration, results["intervals"] = calibrate_splits(final, datasets["val"], datasets["test"])
     (run_dir / "metrics.json").write_text(json.dumps(results, indent=2) + "\n")
     write_plots(run_dir, true_ages, predicted)
     test = results["test"]
@@ -248,6 +250,7 @@ def train(
         "trained_on": shown_path(config.csv_path),
         "data": summary.as_dict() | {name: len(frame) for name, frame in splits.items()},
         "test_metrics": {key: test[key] for key in ("mae", "rmse", "cs5", "n")},
+        "calibration": calibration,
         "versions": _versions(),
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "run_dir": shown_path(run_dir),

@@ -10,13 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core.artifact import save_model
 from core.coral import labels_from_probas, probas_from_logits
+from tests.trainer.conftest import IMG_SIZE, START
 from trainer.evaluate import age_metrics, main
-from trainer.model import build_model
-
-IMG_SIZE = 32
-START = 10
 
 
 def test_age_metrics_by_hand() -> None:
@@ -30,23 +26,6 @@ def test_age_metrics_by_hand() -> None:
         "20-29": {"mae": 0.0, "n": 1},
         "30-39": {"mae": 8.0, "n": 2},
     }
-
-
-@pytest.fixture(scope="module")
-def model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An untrained 32 px model for ages 10..20 with its metadata (evaluation does not care how good it is)."""
-    model = build_model("resnet", 18, IMG_SIZE, 11, width=8)
-    meta = {
-        "start_label": START,
-        "end_label": START + 10,
-        "num_classes": 11,
-        "img_size": IMG_SIZE,
-        "chip_padding": 0.4,
-        "threshold": 0.5,
-        "arch_type": "resnet",
-        "arch_subtype": 18,
-    }
-    return save_model(model, tmp_path_factory.mktemp("model") / "m.h5", meta)
 
 
 def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, dict | str]:
@@ -125,3 +104,33 @@ def test_bad_inputs_exit_2_naming_the_problem(
     assert code == 2
     assert isinstance(err, str)
     assert {"model": "absent.h5", "csv": "'Age'", "images": "--images"}[problem] in err
+
+
+def test_intervals_and_groups_are_scored_and_charted(
+    tmp_path: Path, model_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rng = np.random.default_rng(2)
+    rows = []
+    for i, (age, gender) in enumerate([(12, "0"), (15, "1"), (19, "1"), (13, "0"), (17, "1")]):
+        Image.fromarray(rng.integers(0, 256, (IMG_SIZE, IMG_SIZE, 3), dtype=np.uint8)).save(tmp_path / f"{i}.png")
+        rows.append(f"{i},{i}.png,{age},{gender},{i % 2}")
+    (tmp_path / "labels.csv").write_text("ID,Path,Age,Gender,Race\n" + "\n".join(rows) + "\n")
+    args = ["--model", str(model_file), "--csv", str(tmp_path / "labels.csv"), "--images", str(tmp_path)]
+    code, result = run(capsys, *args, "--aligned", "--groups", "Gender,Race", "--plots", str(tmp_path / "out"))
+    assert code == 0
+    assert isinstance(result, dict)
+    assert 0.0 <= result["coverage"] <= 1.0
+    assert result["mean_interval_width"] >= 0
+    assert result["calibrated"] is False
+    gender = result["groups"]["Gender"]
+    assert {value: cell["n"] for value, cell in gender.items()} == {"0": 2, "1": 3}
+    assert sum(cell["n"] for cell in result["groups"]["Race"].values()) == 5
+    weighted = sum(cell["mae"] * cell["n"] for cell in gender.values()) / 5
+    assert weighted == pytest.approx(result["mae"], abs=1e-3)
+    report = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert set(report["intervals"]) == {"0.5", "0.8", "0.9", "0.95"}
+    for png in ("groups.png", "coverage.png"):
+        assert (tmp_path / "out" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    code, err = run(capsys, *args, "--aligned", "--groups", "Hair")
+    assert code == 2
+    assert "'Hair'" in str(err)

@@ -114,6 +114,8 @@ def test_cli_trains_and_saves_a_self_describing_model(tmp_path: Path, capsys: py
     assert sum(map(len, splits)) == len(set.union(*splits)), "no ID in two splits"
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["epochs"] == 2
+    assert set(metrics["intervals"]["calibrated"]) == {"0.5", "0.8", "0.9", "0.95"}
+    assert meta["calibration"]["n"] == len(pd.read_csv(run_dir / "val.csv"))
     assert metrics["test"]["mae"] == meta["test_metrics"]["mae"]
     for name in ("learning_curves.png", "mae_per_age.png", "predicted_vs_true.png", "config.json"):
         assert (run_dir / name).is_file()

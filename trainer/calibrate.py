@@ -1,0 +1,151 @@
+"""Calibrated age intervals for a trained model, and ``age-calibrate``, which recalibrates an existing ``.h5``.
+
+``age-calibrate --model M.h5 --csv C --images D [--aligned] [--out NEW.h5]`` scores the labelled photos (or, with
+``--aligned``, chips) of ``C``, fits the split-conformal calibration of ``core.distribution`` on them and writes it
+into the model metadata (key ``calibration``), in place or to ``--out``. Only the metadata changes: the file is
+copied next to its destination, its ``age_estimation`` attribute rewritten and the copy renamed into place, so a
+crash never leaves half a file. The photos must not have been used to train the model (conformal guarantees need
+exchangeable, unseen faces): a run's ``val.csv``, or a user's own labelled photos. Ages outside the model's label
+range are moved onto its ends (the model cannot say more) and counted as ``outside_range``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from core.artifact import METADATA_ATTR, read_metadata
+from core.coral import probas_from_logits
+from core.distribution import CALIBRATION_KEY, Calibration, interval_report
+from core.errors import AgeEstimationError, ConfigError
+
+__all__ = ["calibrate_model", "calibrate_splits", "fit_calibration", "main", "predict_logits"]
+
+REPORTED_COVERAGES = (0.5, 0.8, 0.9, 0.95)
+
+
+def predict_logits(
+    model: Any, batches: Iterable[tuple[Any, Any]], progress: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """Run ``model`` over ``(images, targets)`` batches; return ``(targets (N,), logits (N, K-1) float32)``."""
+    from tqdm import tqdm
+
+    targets, logits = [], []
+    for images, batch_targets in tqdm(batches, unit="batch", file=sys.stderr, disable=not progress):
+        logits.append(np.asarray(model.predict_on_batch(images), dtype=np.float32))
+        targets.append(np.asarray(batch_targets).reshape(-1))
+    if not targets:
+        return np.zeros(0), np.zeros((0, int(model.output_shape[-1])), dtype=np.float32)
+    return np.concatenate(targets), np.concatenate(logits)
+
+
+def fit_calibration(logits: np.ndarray, ages: np.ndarray, start_label: int, source: str) -> Calibration:
+    """Calibrate on logits ``(n, K-1)`` and true ages (years) ``(n,)``; out-of-range ages are clipped and counted."""
+    num_classes = logits.shape[1] + 1
+    ranks = np.rint(np.asarray(ages, dtype=np.float64)).astype(np.int64) - int(start_label)
+    outside = int(((ranks < 0) | (ranks > num_classes - 1)).sum())
+    return Calibration.fit(probas_from_logits(logits), np.clip(ranks, 0, num_classes - 1), source, outside)
+
+
+def calibrate_splits(
+    model: Any, val_batches: Iterable[Any], test_batches: Iterable[Any], source: str = "val.csv"
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """For ``age-train``: calibrate on the validation batches (targets are ranks), report on the test batches.
+
+    Returns ``(metadata entry, report)``; the report maps ``"raw"`` and ``"calibrated"`` to
+    ``{"0.5": {"coverage", "mean_width"}, ...}`` on the test split (widths in years).
+    """
+    val_ranks, val_logits = predict_logits(model, val_batches)
+    calibration = fit_calibration(val_logits, val_ranks, 0, source)
+    test_ranks, test_logits = predict_logits(model, test_batches)
+    probas = probas_from_logits(test_logits)
+    report = {
+        "raw": interval_report(probas, test_ranks, None, REPORTED_COVERAGES),
+        "calibrated": interval_report(probas, test_ranks, calibration, REPORTED_COVERAGES),
+        "calibrated_on": {"source": source, "n": calibration.n},
+    }
+    return calibration.to_metadata(), report
+
+
+def write_metadata(source: Path, target: Path, metadata: dict[str, Any]) -> Path:
+    """Copy ``source`` to ``target`` with ``metadata`` as its ``age_estimation`` attribute, atomically."""
+    import h5py
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=".tmp.h5", dir=target.parent)
+    os.close(fd)
+    try:
+        shutil.copyfile(source, tmp_name)
+        with h5py.File(tmp_name, "a") as handle:
+            handle.attrs[METADATA_ATTR] = json.dumps(metadata, sort_keys=True, default=str)
+        os.chmod(tmp_name, source.stat().st_mode & 0o777)
+        os.replace(tmp_name, target)
+    finally:
+        if os.path.exists(tmp_name):
+            os.unlink(tmp_name)
+    return target
+
+
+def calibrate_model(
+    model_path: Path, csv_path: Path, images: Path, aligned: bool, out: Path | None = None, batch_size: int = 64
+) -> tuple[Path, dict[str, Any]]:
+    """Fit the calibration of ``model_path`` on a labelled CSV and write it; return ``(written file, summary)``."""
+    from core.artifact import load_model
+    from trainer.evaluate import image_batches, read_age_csv
+
+    target = out or model_path
+    if target.suffix != ".h5":
+        raise ConfigError(f"--out {target}: the model file name must end in .h5")
+    metadata = read_metadata(model_path)
+    table = read_age_csv(csv_path, images)
+    model = load_model(model_path)
+    batches, counts = image_batches(table, metadata, aligned, batch_size)
+    rows, logits = predict_logits(model, batches, progress=aligned)
+    if len(rows) == 0:
+        raise ConfigError(f"--csv {csv_path}: no image could be scored ({counts})")
+    ages = table["Age"].to_numpy()[rows.astype(np.int64)]
+    calibration = fit_calibration(logits, ages, int(metadata["start_label"]), csv_path.name)
+    metadata[CALIBRATION_KEY] = calibration.to_metadata()
+    written = write_metadata(model_path, target, metadata)
+    ranks = np.clip(np.rint(ages).astype(np.int64) - int(metadata["start_label"]), 0, logits.shape[1])
+    summary = {
+        "n": calibration.n,
+        "outside_range": calibration.outside_range,
+        **{key: int(value) for key, value in counts.items()},
+        "mass": {str(c): round(calibration.mass(c), 4) for c in REPORTED_COVERAGES},
+        "raw_intervals": interval_report(probas_from_logits(logits), ranks, None, REPORTED_COVERAGES),
+    }
+    return written, summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``age-calibrate``; exit code 2 on a bad argument, file or model."""
+    parser = argparse.ArgumentParser(prog="age-calibrate", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", required=True, type=Path, help="the .h5 to calibrate")
+    parser.add_argument("--csv", required=True, type=Path, help="CSV with Path,Age (Path relative to --images)")
+    parser.add_argument("--images", required=True, type=Path, help="folder the CSV's paths are relative to")
+    parser.add_argument("--aligned", action="store_true", help="images are aligned chips: resize, do not detect")
+    parser.add_argument("--out", type=Path, help="write the calibrated model here instead of updating --model")
+    parser.add_argument("--batch-size", type=int, default=64, help="images per forward pass (default 64)")
+    args = parser.parse_args(argv)
+    try:
+        path, summary = calibrate_model(args.model, args.csv, args.images, args.aligned, args.out, args.batch_size)
+    except AgeEstimationError as exc:
+        print(f"age-calibrate: error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(summary))
+    print(f"saved: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
