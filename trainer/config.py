@@ -109,7 +109,7 @@ class TrainConfig(BaseModel):
             raise ValueError("freeze_backbone_epochs: freezing a backbone that is not pretrained only slows training")
         if self.freeze_backbone_epochs >= self.num_epochs and self.freeze_backbone_epochs > 0:
             raise ValueError("freeze_backbone_epochs: must be smaller than num_epochs")
-        if self.augment_downscale_min >= self.img_size:
+        if self.augment_downscale > 0 and self.augment_downscale_min >= self.img_size:
             raise ValueError("augment_downscale_min: must be smaller than img_size")
         if self.val_fraction + self.test_fraction >= 1.0:
             raise ValueError("test_fraction: val_fraction + test_fraction must leave rows for training")

@@ -66,6 +66,12 @@ def _basic_resnet(x: Any, depth: int, width: int) -> Any:
     return layers.GlobalAveragePooling2D(name="avg_pool")(x)
 
 
+def is_whole_model_weights(pretrained: str | None) -> bool:
+    """Whether ``pretrained`` names a Keras ``.weights.h5`` of a whole CORAL model (head included), such as an
+    earlier run's ``checkpoints/best.weights.h5``: training then continues from it instead of a fresh head."""
+    return pretrained not in (None, "dlib", "imagenet") and str(pretrained).endswith(".weights.h5")
+
+
 def build_model(
     arch_type: str,
     arch_subtype: int,
@@ -97,7 +103,7 @@ def build_model(
     depth = int(arch_subtype)
 
     inputs = keras.Input((img_size, img_size, 3), name="image")
-    whole_model_weights = pretrained not in (None, "dlib", "imagenet") and str(pretrained).endswith(".weights.h5")
+    whole_model_weights = is_whole_model_weights(pretrained)
     if arch_type == "face_resnet":
         features = face_resnet(inputs)
     elif arch_type == "resnet" and depth in _BASIC_BLOCKS:

@@ -34,7 +34,7 @@ from trainer.config import TrainConfig, fill_run_dir, load_config, parse_overrid
 from trainer.data import DataSummary, load_table, make_dataset, split_by_id
 from trainer.distribute import choose_strategy, is_chief, set_precision
 from trainer.evaluate import AgeMAE, AgeRMSE, age_metrics, predict_batches
-from trainer.model import build_model
+from trainer.model import build_model, is_whole_model_weights
 from trainer.optim import freeze_callbacks, make_optimizer
 from trainer.pretrained import check_pretrained, pretrained_name
 from trainer.report import read_history, write_plots
@@ -193,7 +193,8 @@ def train(
     steps_per_epoch = math.ceil(len(splits["train"]) / config.batch_size)
     with strategy.scope():
         model = _build(config, num_classes)
-        init_coral_biases(model, train_labels, num_classes)
+        if not is_whole_model_weights(config.pretrained):
+            init_coral_biases(model, train_labels, num_classes)
         model.compile(
             optimizer=make_optimizer(config, steps_per_epoch),
             loss=coral_loss(weights),
