@@ -24,6 +24,7 @@ from tqdm import tqdm
 from core.errors import AgeEstimationError, ImageError, NoFaceError
 from core.image import read_image
 from service.alignment import Aligner, aligner_from_metadata
+from service.options import DEFAULT_COVERAGE, AnswerOptions
 from service.settings import ServiceSettings, choose_model, load_settings
 
 if TYPE_CHECKING:
@@ -96,6 +97,7 @@ def predict_folder(
     settings: ServiceSettings,
     batch_size: int,
     progress: bool = True,
+    options: AnswerOptions | None = None,
 ) -> Summary:
     """Write ``out/<name>.json`` for every photo in ``files`` with a face; photos go through the model in batches.
 
@@ -121,7 +123,7 @@ def predict_folder(
                 for image in images:
                     rows = logits[start : start + len(image.boxes)]
                     start += len(image.boxes)
-                    body = predictor.response(image.boxes, rows)
+                    body = predictor.response(image.boxes, rows, options)
                     write_json_atomically(out / f"{image.path.name}.json", body.model_dump_json())
                     summary.faces += len(image.boxes)
                 summary.processed += len(images)
@@ -139,7 +141,11 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--model", type=Path, help="the .h5 to use (default: MODEL_PATH, else the config's)")
     parser.add_argument("--batch-size", type=int, default=32, help="photos per model call (default: 32)")
     parser.add_argument("--workers", type=int, help="decode/align threads (default: DETECT_WORKERS or the cores)")
+    parser.add_argument("--coverage", type=float, default=DEFAULT_COVERAGE, help="age_interval coverage, in (0, 1)")
+    parser.add_argument("--min-age", type=int, help="adds p_at_least and at_least for this age (years)")
     args = parser.parse_args(argv)
+    if not 0.0 < args.coverage < 1.0:
+        parser.error("--coverage must lie in (0, 1)")
     if args.batch_size < 1:
         parser.error("--batch-size must be >= 1")
     if args.workers is not None and args.workers < 1:
@@ -165,13 +171,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     from service.predictor import load_predictor
 
     try:
-        predictor = load_predictor(choice)
+        predictor = load_predictor(choice, settings.max_interval_width)
         aligner = aligner_from_metadata(choice.metadata, settings.max_faces)
     except (AgeEstimationError, OSError, ValueError) as exc:
         print(f"age-demo: {exc}", file=sys.stderr)
         return 1
 
-    summary = predict_folder(files, args.out, predictor, aligner, settings, args.batch_size)
+    options = AnswerOptions(coverage=args.coverage, min_age=args.min_age)
+    summary = predict_folder(files, args.out, predictor, aligner, settings, args.batch_size, options=options)
     print(
         f"age-demo: {summary.processed} of {len(files)} files processed ({summary.faces} faces) -> {args.out}; "
         f"{len(summary.skipped)} skipped"

@@ -15,6 +15,8 @@ import tensorflow as tf
 
 from core.artifact import load_model
 from core.coral import labels_from_probas, probas_from_logits
+from core.distribution import Calibration, age_probas, central_interval, interval_mass, p_at_least
+from service.options import AnswerOptions
 from service.schemas import FacePrediction, PredictResponse
 from service.settings import ModelChoice
 
@@ -30,10 +32,20 @@ class Predictor:
         metadata: the model file's metadata (``start_label``, ``num_classes``, ``img_size``, ...).
         threshold: default decision threshold in (0, 1) (the predict config's, which overrides the model's).
         device: where the model runs, for ``GET /health``, e.g. ``"CPU"``.
+        max_interval_width: faces whose ``age_interval`` is wider (years, ``high - low``) are ``uncertain``.
     """
 
-    def __init__(self, model: keras.Model, metadata: dict[str, Any], threshold: float, device: str) -> None:
+    def __init__(
+        self,
+        model: keras.Model,
+        metadata: dict[str, Any],
+        threshold: float,
+        device: str,
+        max_interval_width: float | None = None,
+    ) -> None:
         self.metadata = dict(metadata)
+        self.calibration = Calibration.from_metadata(metadata)
+        self.max_interval_width = max_interval_width
         self.threshold = float(threshold)
         self.device = device
         self.start_label = int(metadata["start_label"])
@@ -57,29 +69,46 @@ class Predictor:
         self.logits(np.zeros((1, self.img_size, self.img_size, 3), dtype=np.uint8))
 
     def faces(
-        self, boxes: Sequence[Sequence[int]], logits: np.ndarray, threshold: float | None = None
+        self, boxes: Sequence[Sequence[int]], logits: np.ndarray, options: AnswerOptions | None = None
     ) -> list[FacePrediction]:
         """One ``FacePrediction`` per row of ``logits`` ``(N, K-1)``, with ``boxes[i]`` as its box."""
-        threshold = self.threshold if threshold is None else float(threshold)
+        options = options or AnswerOptions()
+        threshold = self.threshold if options.threshold is None else float(options.threshold)
         probas = probas_from_logits(logits)
         ranks = labels_from_probas(probas, threshold)
-        return [
-            FacePrediction(
+        distributions = age_probas(probas)
+        lows, highs = central_interval(probas, interval_mass(self.calibration, options.coverage))
+        faces = []
+        for row, face_probas, rank, box, distribution, low, high in zip(
+            logits, probas, ranks, boxes, distributions, lows, highs, strict=True
+        ):
+            age = self.start_label + int(rank)
+            raw = [float(value) for value in face_probas]
+            wide = self.max_interval_width is not None and int(high - low) > self.max_interval_width
+            face = FacePrediction(
                 raw_logits=[float(value) for value in row],
-                raw_probas=[float(value) for value in face_probas],
+                raw_probas=raw,
                 threshold=threshold,
                 thresholded_probas=(face_probas > threshold).astype(int).tolist(),
-                result_value=self.start_label + int(rank),
+                result_value=age,
                 box=[int(value) for value in box],
+                age_probas=[float(value) for value in distribution],
+                age_interval=[self.start_label + int(low), self.start_label + int(high)],
+                coverage=options.coverage,
+                calibrated=self.calibration is not None,
+                uncertain=wide,
             )
-            for row, face_probas, rank, box in zip(logits, probas, ranks, boxes, strict=True)
-        ]
+            if options.min_age is not None:
+                face.p_at_least = p_at_least(raw, options.min_age, self.start_label)
+                face.at_least = age >= options.min_age
+            faces.append(face)
+        return faces
 
     def response(
-        self, boxes: Sequence[Sequence[int]], logits: np.ndarray, threshold: float | None = None
+        self, boxes: Sequence[Sequence[int]], logits: np.ndarray, options: AnswerOptions | None = None
     ) -> PredictResponse:
         """The ``POST /predict`` body for faces ordered largest first: the first face's fields plus ``faces``."""
-        faces = self.faces(boxes, logits, threshold)
+        faces = self.faces(boxes, logits, options)
         if not faces:
             raise ValueError("response() needs at least one face")
         return PredictResponse(**faces[0].model_dump(), faces=faces)
@@ -98,10 +127,10 @@ def configure_device() -> str:
     return f"GPU ({details.get('device_name', gpus[0].name)})"
 
 
-def load_predictor(choice: ModelChoice) -> Predictor:
+def load_predictor(choice: ModelChoice, max_interval_width: float | None = None) -> Predictor:
     """Load the chosen model once and warm it up; ``ModelFileError`` when the file cannot be loaded."""
     device = configure_device()
     model = load_model(choice.model_file)
-    predictor = Predictor(model, choice.metadata, choice.config.threshold, device)
+    predictor = Predictor(model, choice.metadata, choice.config.threshold, device, max_interval_width)
     predictor.warm_up()
     return predictor

@@ -13,7 +13,7 @@ class FacePrediction(BaseModel):
     ``raw_logits`` and ``raw_probas`` hold the K-1 task outputs, ``raw_probas[k] = P(age > start_label + k)``
     (non-increasing in k); ``thresholded_probas[k] = 1`` iff ``raw_probas[k] > threshold``; ``result_value`` is
     ``start_label + sum(thresholded_probas)``, in years. ``box`` is ``[left, top, right, bottom]`` in pixels of the
-    upright (EXIF-rotated) image.
+    upright (EXIF-rotated) image. The distribution fields come from ``core.distribution``.
     """
 
     raw_logits: list[float]
@@ -22,6 +22,32 @@ class FacePrediction(BaseModel):
     thresholded_probas: list[int]
     result_value: int
     box: list[int] = Field(min_length=4, max_length=4)
+    age_probas: list[float] = Field(
+        description="K floats, P(age = start_label + i), summing to 1: differences of 1 - raw_probas"
+    )
+    age_interval: list[int] = Field(
+        min_length=2,
+        max_length=2,
+        description="[low, high] in years, inclusive: the central interval of age_probas holding the true age with "
+        "probability `coverage` (split-conformal when `calibrated`)",
+    )
+    coverage: float = Field(gt=0.0, lt=1.0, description="the coverage age_interval was built for")
+    calibrated: bool = Field(
+        description="true when the model carries a split-conformal calibration; false: the raw central interval"
+    )
+    uncertain: bool = Field(
+        default=False, description="age_interval is wider (high - low) than MAX_INTERVAL_WIDTH years (off by default)"
+    )
+    p_at_least: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=1.0,
+        description="with query min_age=T: P(age >= T) = raw_probas[T - start_label - 1]; 1 for T <= start_label, "
+        "0 for T above the last age; null without min_age",
+    )
+    at_least: bool | None = Field(
+        default=None, description="with query min_age=T: result_value >= T (the thresholded decision); else null"
+    )
 
 
 class PredictResponse(FacePrediction):

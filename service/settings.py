@@ -41,6 +41,9 @@ class ServiceSettings(BaseSettings):
     batch_max_size: int = Field(default=32, gt=0, description="faces per model call at most")
     batch_max_wait_ms: float = Field(default=5.0, ge=0, description="how long a batch waits to fill, ms")
     detect_workers: int = Field(default_factory=lambda: os.cpu_count() or 1, gt=0, description="face-detection threads")
+    max_interval_width: float | None = Field(
+        default=None, gt=0, description="faces whose age_interval is wider (high - low, years) are marked uncertain"
+    )
 
 
 def load_settings(**overrides: Any) -> ServiceSettings:

@@ -9,14 +9,15 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from typing import Annotated, Any, TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Request
 from prometheus_client import Histogram
 
 from core.errors import NoFaceError
 from core.image import decode_image
+from service.options import AnswerOptionsDep
 from service.runtime import AlignerDep, ReadyRuntimeDep
 from service.schemas import ErrorResponse, PredictResponse
 from service.upload import read_upload
@@ -31,7 +32,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
         400: "the image is unreadable or corrupt",
         413: "the upload or its pixel count is over the limit",
         415: "the content is not a JPEG, PNG, WebP, BMP or TIFF image",
-        422: "no face found, no `file` field, or a bad `threshold`",
+        422: "no face found, no `file` field, or a bad `threshold`, `coverage` or `min_age`",
         503: "the model is still loading",
     }.items()
 }
@@ -73,9 +74,7 @@ async def predict(
     request: Request,
     runtime: ReadyRuntimeDep,
     aligner: AlignerDep,
-    threshold: Annotated[
-        float | None, Query(gt=0.0, lt=1.0, description="decision threshold; default: the predict config's")
-    ] = None,
+    options: AnswerOptionsDep,
 ) -> PredictResponse:
     """Estimate the age of every face (up to ``MAX_FACES``, largest first) in the multipart field ``file``."""
     settings, metrics = runtime.settings, runtime.metrics
@@ -93,4 +92,4 @@ async def predict(
             raise NoFaceError("no face found in the image; send a photo with a clearly visible, roughly frontal face")
         faces = list(faces)[: settings.max_faces]
         logits = runtime.batcher.enqueue(np.stack([face.chip for face in faces]))
-    return runtime.predictor.response([face.box for face in faces], await logits, threshold)
+    return runtime.predictor.response([face.box for face in faces], await logits, options)

@@ -41,6 +41,8 @@ def test_demo_writes_the_service_body_for_each_photo(
     assert demo.keys() == served.keys()
     assert demo["box"] == served["box"]
     assert demo["threshold"] == served["threshold"]
+    assert demo["age_interval"] == served["age_interval"]
+    assert (demo["coverage"], demo["calibrated"]) == (0.9, False)
     np.testing.assert_allclose(demo["raw_logits"], served["raw_logits"], rtol=1e-4, atol=1e-5)
     captured = capsys.readouterr()
     assert "skipped dogs.jpg: no face found" in captured.out + captured.err
