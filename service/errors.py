@@ -28,6 +28,10 @@ class FormError(AgeEstimationError):
     """The request is not a multipart form with a ``file`` field (HTTP 422)."""
 
 
+class BodyTimeoutError(AgeEstimationError):
+    """The request body did not arrive within ``BODY_TIMEOUT_S`` (HTTP 408; the connection is closed)."""
+
+
 class BatcherUnavailableError(AgeEstimationError):
     """The model batcher is stopping or has died: the service cannot predict now (HTTP 503)."""
 
@@ -39,6 +43,7 @@ STATUS_BY_ERROR: dict[type[AgeEstimationError], int] = {
     NoFaceError: 422,
     FormError: 422,
     BatcherUnavailableError: 503,
+    BodyTimeoutError: 408,
 }
 
 
@@ -55,7 +60,8 @@ async def _age_estimation_error(request: Request, exc: Exception) -> JSONRespons
     status = status_for(exc)
     if status == 500:
         logger.error("%s %s failed: %s", request.method, request.url.path, exc)
-    headers = {"Retry-After": "5"} if status == 503 else None
+    # A 408 leaves the rest of the body unread, so the connection cannot carry another request.
+    headers = {"Retry-After": "5"} if status == 503 else {"Connection": "close"} if status == 408 else None
     return JSONResponse({"detail": str(exc)}, status_code=status, headers=headers)
 
 

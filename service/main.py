@@ -27,7 +27,9 @@ from fastapi.staticfiles import StaticFiles
 from core.errors import AgeEstimationError
 from service.alignment import Aligner, aligner_from_metadata
 from service.batching import MicroBatcher
+from service.connections import AcceptErrorFilter, guarded_h11, raise_open_file_limit
 from service.errors import install_error_handlers
+from service.guards import RequestGuardMiddleware
 from service.metrics import RequestMetricsMiddleware, ServiceMetrics
 from service.routes import page, predict, status
 from service.runtime import Runtime
@@ -68,6 +70,8 @@ def create_app(settings: ServiceSettings | None = None, on_fatal: FatalHandler |
     app.state.runtime = runtime
     install_error_handlers(app)
     app.add_middleware(RequestMetricsMiddleware, metrics=runtime.metrics)
+    # Added last, so outermost: an ambiguous request is refused before anything else reads it.
+    app.add_middleware(RequestGuardMiddleware, body_timeout_s=runtime.settings.body_timeout_s)
     app.include_router(predict.router)
     app.include_router(status.router)
     app.include_router(page.router)
@@ -166,9 +170,22 @@ def main(argv: list[str] | None = None) -> int:
     # The service's own loggers ("ready", tracebacks of bugs) print like uvicorn's, at the same level.
     log_config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
     log_config["loggers"]["service"] = {"handlers": ["default"], "level": args.log_level.upper(), "propagate": False}
-    server = uvicorn.Server(
-        uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level, log_config=log_config)
+    logging.getLogger("asyncio").addFilter(AcceptErrorFilter())
+    # Room for MAX_CONNECTIONS sockets plus the model's and dlib's files.
+    raise_open_file_limit(settings.max_connections + 256)
+    config = uvicorn.Config(
+        app,
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level,
+        log_config=log_config,
+        http=guarded_h11(settings.head_timeout_s, settings.max_connections),
+        timeout_keep_alive=max(1, round(settings.keep_alive_s)),
+        timeout_graceful_shutdown=round(settings.shutdown_timeout_s),
+        # A request head (line and headers) larger than this is refused by h11 with 400.
+        h11_max_incomplete_event_size=64 * 1024,
     )
+    server = uvicorn.Server(config)
     server.run()
     if failure:
         print(f"age-serve: {failure[0]}", file=sys.stderr)

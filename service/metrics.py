@@ -87,8 +87,21 @@ class RequestMetricsMiddleware:
                 self.metrics.request_seconds.labels(route=_route(scope)).observe(time.perf_counter() - started)
             await send(message)
 
+        responded = False
+
+        async def send_and_record_once(message: Message) -> None:
+            nonlocal responded
+            responded = responded or message["type"] == "http.response.start"
+            await send_and_record(message)
+
         try:
-            await self.app(scope, receive, send_and_record)
+            await self.app(scope, receive, send_and_record_once)
+        except BaseException:
+            # An unhandled error is answered 500 by Starlette's outermost middleware, outside this one: record
+            # its latency here, or the histogram would never hold a 500.
+            if not responded:
+                self.metrics.request_seconds.labels(route=_route(scope)).observe(time.perf_counter() - started)
+            raise
         finally:
             self.metrics.requests.labels(route=_route(scope), method=scope["method"], status=str(status)).inc()
 

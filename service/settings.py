@@ -40,6 +40,11 @@ class ServiceSettings(BaseSettings):
     max_faces: int = Field(default=100, gt=0, description="faces analysed per image, largest first")
     batch_max_size: int = Field(default=32, gt=0, description="faces per model call at most")
     batch_max_wait_ms: float = Field(default=5.0, ge=0, description="how long a batch waits to fill, ms")
+    head_timeout_s: float = Field(default=10.0, gt=0, description="time a connection has to send a request head, s")
+    body_timeout_s: float = Field(default=60.0, gt=0, description="time a request body has to arrive, s")
+    keep_alive_s: float = Field(default=5.0, gt=0, description="idle time before a kept-alive connection closes, s")
+    max_connections: int = Field(default=4096, gt=0, description="open connections at most; more are closed")
+    shutdown_timeout_s: float = Field(default=8.0, ge=0, description="wait for requests in flight on SIGTERM, s")
     detect_workers: int = Field(default_factory=lambda: os.cpu_count() or 1, gt=0, description="face-detection threads")
     max_interval_width: float | None = Field(
         default=None, gt=0, description="faces whose age_interval is wider (high - low, years) are marked uncertain"

@@ -192,35 +192,56 @@ def test_streamed_upload_is_refused_before_it_is_all_read(app: FastAPI, client: 
     assert sent < 32, f"read {sent} chunks of 64 KiB, far past the 1 MB limit"
 
 
-def test_a_bug_gives_a_logged_500_not_a_crash(app: FastAPI, client: TestClient) -> None:
+def _metric(app: FastAPI, name: str, **labels: str) -> float:
+    value = app.state.runtime.metrics.registry.get_sample_value(name, labels)
+    return 0.0 if value is None else float(value)
+
+
+def test_a_bug_gives_a_logged_500_not_a_crash(
+    app: FastAPI, client: TestClient, caplog: pytest.LogCaptureFixture
+) -> None:
     from service.runtime import get_aligner
 
     class Broken:
         def align(self, rgb: np.ndarray) -> list:
-            raise ZeroDivisionError("bug")
+            raise ZeroDivisionError("bug in the aligner")
 
+    timed_before = _metric(app, "age_http_request_seconds_count", route="/predict")
     app.dependency_overrides[get_aligner] = lambda: Broken()
     try:
-        response = TestClient(app, raise_server_exceptions=False).post(
-            "/predict", files={"file": ("a.png", image_bytes(), "image/png")}
-        )
+        with caplog.at_level("ERROR", logger="service"):
+            response = TestClient(app, raise_server_exceptions=False).post(
+                "/predict", files={"file": ("a.png", image_bytes(), "image/png")}
+            )
     finally:
         app.dependency_overrides.clear()
     assert response.status_code == 500
     assert response.json() == {"detail": "internal error; the service logged the details"}
+    tracebacks = [record.exc_info[0] for record in caplog.records if record.exc_info]
+    assert ZeroDivisionError in tracebacks, "the 500 left no traceback in the log"
+    assert _metric(app, "age_http_request_seconds_count", route="/predict") == timed_before + 1
 
 
-def test_metrics_count_requests_and_stages(client: TestClient, fake_faces) -> None:
+def test_metrics_count_requests_and_stages(app: FastAPI, client: TestClient, fake_faces) -> None:
     fake_faces(2)
+    # The registry is the session app's, shared with other tests: compare values, not mere presence.
+    names = {
+        "ok": ("age_http_requests_total", {"method": "POST", "route": "/predict", "status": "200"}),
+        "refused": ("age_http_requests_total", {"method": "POST", "route": "/predict", "status": "415"}),
+        "batches": ("age_model_batch_size_count", {}),
+        "faces": ("age_faces_per_image_count", {}),
+        **{stage: ("age_stage_seconds_count", {"stage": stage}) for stage in ("decode", "detect", "model")},
+    }
+    before = {key: _metric(app, name, **labels) for key, (name, labels) in names.items()}
     assert _post(client, image_bytes()).status_code == 200
     assert _post(client, b"not an image").status_code == 415
-    text = client.get("/metrics").text
-    assert 'age_http_requests_total{method="POST",route="/predict",status="200"}' in text
-    assert 'age_http_requests_total{method="POST",route="/predict",status="415"}' in text
-    for stage in ("decode", "detect", "model"):
-        assert f'age_stage_seconds_count{{stage="{stage}"}}' in text
-    assert "age_model_batch_size_count" in text
-    assert "age_faces_per_image_bucket" in text
+    after = {key: _metric(app, name, **labels) for key, (name, labels) in names.items()}
+    assert after["ok"] == before["ok"] + 1
+    assert after["refused"] == before["refused"] + 1
+    assert after["decode"] == before["decode"] + 2  # the refused upload was decoded too
+    for key in ("detect", "model", "batches", "faces"):
+        assert after[key] == before[key] + 1, key
+    assert 'age_http_requests_total{method="POST",route="/predict",status="200"}' in client.get("/metrics").text
 
 
 def test_the_page_and_its_script_are_served(client: TestClient) -> None:

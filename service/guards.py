@@ -1,0 +1,61 @@
+"""ASGI middleware that refuses ambiguous requests and bounds how long a request body may take.
+
+* A request with both ``Content-Length`` and ``Transfer-Encoding`` is answered 400 before the app sees it: a proxy
+  in front may frame the body by the other header, and the difference is how requests are smuggled (RFC 9112
+  section 6.3 lets a server reject such a message).
+* The whole body must arrive within ``body_timeout_s`` of the request head; a client sending one byte a second
+  gets 408 (``BodyTimeoutError``) and its connection closed, so slow uploads cannot hold workers or shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.errors import BodyTimeoutError
+
+
+class RequestGuardMiddleware:
+    """Refuse ``Content-Length`` with ``Transfer-Encoding`` (400); bound the body's arrival (408)."""
+
+    def __init__(self, app: ASGIApp, body_timeout_s: float) -> None:
+        self.app = app
+        self.body_timeout_s = body_timeout_s
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        names = {name.lower() for name, _ in scope["headers"]}
+        if b"content-length" in names and b"transfer-encoding" in names:
+            await _refuse(send, 400, "a request may not carry both Content-Length and Transfer-Encoding")
+            return
+        deadline = asyncio.get_running_loop().time() + self.body_timeout_s
+        body_done = False
+
+        async def bounded_receive() -> Message:
+            nonlocal body_done
+            if body_done:
+                # After the body only a disconnect can come, which a response may wait for as long as it likes.
+                return await receive()
+            remaining = deadline - asyncio.get_running_loop().time()
+            try:
+                message = await asyncio.wait_for(receive(), max(remaining, 0.0))
+            except TimeoutError:
+                raise BodyTimeoutError(
+                    f"the request body did not arrive within {self.body_timeout_s:g} s (BODY_TIMEOUT_S)"
+                ) from None
+            body_done = message["type"] != "http.request" or not message.get("more_body", False)
+            return message
+
+        await self.app(scope, bounded_receive, send)
+
+
+async def _refuse(send: Send, status: int, detail: str) -> None:
+    body = json.dumps({"detail": detail}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
