@@ -3,6 +3,8 @@
 * A request with both ``Content-Length`` and ``Transfer-Encoding`` is answered 400 before the app sees it: a proxy
   in front may frame the body by the other header, and the difference is how requests are smuggled (RFC 9112
   section 6.3 lets a server reject such a message).
+* A query parameter given twice is refused (422 naming it): taking the first or the last would be a guess, and a
+  proxy and the service could guess differently.
 * The whole body must arrive within ``body_timeout_s`` of the request head; a client sending one byte a second
   gets 408 (``BodyTimeoutError``) and its connection closed, so slow uploads cannot hold workers or shutdown.
 """
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from urllib.parse import parse_qsl
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -32,6 +35,10 @@ class RequestGuardMiddleware:
         if b"content-length" in names and b"transfer-encoding" in names:
             await _refuse(send, 400, "a request may not carry both Content-Length and Transfer-Encoding")
             return
+        repeated = _repeated_query_parameter(scope.get("query_string", b""))
+        if repeated is not None:
+            await _refuse(send, 422, f"query parameter '{repeated}' is given more than once; give it once")
+            return
         deadline = asyncio.get_running_loop().time() + self.body_timeout_s
         body_done = False
 
@@ -51,6 +58,11 @@ class RequestGuardMiddleware:
             return message
 
         await self.app(scope, bounded_receive, send)
+
+
+def _repeated_query_parameter(query: bytes) -> str | None:
+    names = [name for name, _ in parse_qsl(query.decode("latin-1"), keep_blank_values=True)]
+    return next((name for name in names if names.count(name) > 1), None)
 
 
 async def _refuse(send: Send, status: int, detail: str) -> None:

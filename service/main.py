@@ -66,6 +66,9 @@ def create_app(settings: ServiceSettings | None = None, on_fatal: FatalHandler |
         summary="Estimates the age of every face in a photo (CORAL ordinal regression).",
         version="0.1.0",
         lifespan=lifespan,
+        # /docs is served by routes.page from local files; ReDoc would load from a CDN, so it is off.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.runtime = runtime
     install_error_handlers(app)
@@ -76,6 +79,7 @@ def create_app(settings: ServiceSettings | None = None, on_fatal: FatalHandler |
     app.include_router(status.router)
     app.include_router(page.router)
     app.mount("/static", StaticFiles(directory=page.STATIC_DIR), name="static")
+    app.mount("/docs-assets", StaticFiles(directory=page.SWAGGER_UI_DIR), name="docs-assets")
     return app
 
 

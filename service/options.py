@@ -25,13 +25,15 @@ class AnswerOptions:
 
 def answer_options(
     threshold: Annotated[
-        float | None, Query(gt=0.0, lt=1.0, description="decision threshold; default: the predict config's")
+        float | None,
+        Query(gt=0.0, lt=1.0, allow_inf_nan=False, description="decision threshold; default: the predict config's"),
     ] = None,
     coverage: Annotated[
         float,
         Query(
             gt=0.0,
             lt=1.0,
+            allow_inf_nan=False,
             description="share of faces whose true age the `age_interval` should hold (calibrated models guarantee "
             "it on faces like their calibration set's)",
         ),

@@ -1,6 +1,12 @@
-"""``GET /health`` (readiness, model metadata, device) and ``GET /metrics`` (Prometheus text)."""
+"""``GET /health`` (readiness, device, what a client needs of the model) and ``GET /metrics`` (Prometheus text).
+
+Both also answer ``HEAD``, which uptime monitors use. ``/health`` names the model and its label range and chip size,
+never the training run's paths or library versions: those stay in the model file and its model card.
+"""
 
 from __future__ import annotations
+
+from typing import Any
 
 from fastapi import APIRouter, Response
 
@@ -11,14 +17,31 @@ from service.schemas import ErrorResponse, HealthResponse
 router = APIRouter()
 
 
-@router.get("/health", responses={503: {"model": ErrorResponse, "description": "not ready yet, or failed"}})
+def model_summary(metadata: dict[str, Any]) -> dict[str, Any]:
+    """What ``/health`` tells any client about the served model: an identifier, the label range, the chip size."""
+    start, classes = int(metadata["start_label"]), int(metadata["num_classes"])
+    identifier = metadata.get("model_id") or f"{metadata.get('arch_type', 'model')}-{metadata.get('arch_subtype', '')}"
+    return {
+        "id": str(identifier).rstrip("-"),
+        "start_label": start,
+        "end_label": int(metadata.get("end_label", start + classes - 1)),
+        "num_classes": classes,
+        "img_size": int(metadata["img_size"]),
+    }
+
+
+@router.api_route(
+    "/health",
+    methods=["GET", "HEAD"],
+    responses={503: {"model": ErrorResponse, "description": "not ready yet, or failed"}},
+)
 async def health(runtime: ReadyRuntimeDep) -> HealthResponse:
-    """200 once the model is loaded and warm, with its metadata; 503 (with the reason) before."""
+    """200 once the model is loaded and warm, with the model's identity; 503 (with the reason) before."""
     assert runtime.predictor is not None
-    return HealthResponse(status="ok", model=runtime.predictor.metadata, device=runtime.predictor.device)
+    return HealthResponse(status="ok", model=model_summary(runtime.predictor.metadata), device=runtime.predictor.device)
 
 
-@router.get("/metrics", response_class=Response)
+@router.api_route("/metrics", methods=["GET", "HEAD"], response_class=Response)
 async def metrics(runtime: RuntimeDep) -> Response:
     """Prometheus metrics of this process."""
     return Response(runtime.metrics.render(), media_type=CONTENT_TYPE)
