@@ -15,7 +15,7 @@ import uvicorn
 
 from service.main import create_app
 from service.settings import ServiceSettings
-from tests.service.conftest import photo_path
+from tests.service.conftest import START_LABEL, photo_path
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -69,8 +69,11 @@ def test_the_page_shows_the_age_of_every_face(base_url: str) -> None:
             page.goto(f"{base_url}/")
             page.set_input_files("#file", str(photo_path("astronaut.png")))
             page.wait_for_selector("#faces li", timeout=60_000)
-            assert re.fullmatch(r"Age \d+", page.inner_text("#faces li"))
-            assert re.search(r"estimated age: \d+", page.inner_text("#status"))
+            first = page.inner_text("#faces li")
+            assert re.fullmatch(r"Age \d+ \(\d+-\d+\), 90% interval · P\(age ≥ 18\) = [\d.]+%", first), first
+            status = page.inner_text("#status")
+            assert re.search(r"estimated age: \d+ \(\d+-\d+\) \(90% intervals, uncalibrated\)", status), status
+            assert page.locator("#curve polygon.interval").count() == 1
             assert page.eval_on_selector("#photo", "canvas => [canvas.width, canvas.height]") == [512, 512]
             assert page.locator("#curve polyline").count() == 1
 
@@ -87,5 +90,21 @@ def test_the_page_shows_the_age_of_every_face(base_url: str) -> None:
             scale = photo["width"] / page.eval_on_selector("#photo", "canvas => canvas.width")
             page.mouse.click(photo["x"] + (left + right) / 2 * scale, photo["y"] + (top + bottom) / 2 * scale)
             assert "selected" in (page.locator("#faces li").nth(1).get_attribute("class") or "")
+
+            # "At least N years": every face shows P(age >= N), the server's raw_probas[N - start_label - 1].
+            page.fill("#min-age", "30")
+            page.dispatch_event("#min-age", "change")
+            page.wait_for_function(
+                "[...document.querySelectorAll('#faces li')].every(li => li.textContent.includes('P(age ≥ 30)'))",
+                timeout=60_000,
+            )
+            shown = page.eval_on_selector_all("#faces li", "items => items.map(i => Number(i.dataset.pAtLeast))")
+            expected = page.evaluate(f"state.faces.map(f => f.raw_probas[30 - {START_LABEL} - 1])")
+            assert shown == pytest.approx(expected, abs=1e-6)
+            page.select_option("#coverage", "0.5")
+            page.wait_for_function(
+                "document.querySelector('#faces li').textContent.includes('50% interval')", timeout=60_000
+            )
+            assert page.evaluate("state.faces.every(f => f.coverage === 0.5)")
         finally:
             browser.close()
