@@ -31,7 +31,7 @@ from service.connections import AcceptErrorFilter, guarded_h11, raise_open_file_
 from service.errors import install_error_handlers
 from service.guards import RequestGuardMiddleware
 from service.metrics import RequestMetricsMiddleware, ServiceMetrics
-from service.routes import page, predict, status
+from service.routes import batch, model_info, page, predict, probes, status
 from service.runtime import Runtime
 from service.settings import ServiceSettings, choose_model, load_settings
 
@@ -76,6 +76,9 @@ def create_app(settings: ServiceSettings | None = None, on_fatal: FatalHandler |
     # Added last, so outermost: an ambiguous request is refused before anything else reads it.
     app.add_middleware(RequestGuardMiddleware, body_timeout_s=runtime.settings.body_timeout_s)
     app.include_router(predict.router)
+    app.include_router(batch.router)
+    app.include_router(probes.router)
+    app.include_router(model_info.router)
     app.include_router(status.router)
     app.include_router(page.router)
     app.mount("/static", StaticFiles(directory=page.STATIC_DIR), name="static")

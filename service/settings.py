@@ -46,6 +46,7 @@ class ServiceSettings(BaseSettings):
     max_connections: int = Field(default=4096, gt=0, description="open connections at most; more are closed")
     shutdown_timeout_s: float = Field(default=8.0, ge=0, description="wait for requests in flight on SIGTERM, s")
     detect_workers: int = Field(default_factory=lambda: os.cpu_count() or 1, gt=0, description="face-detection threads")
+    max_batch_files: int = Field(default=32, gt=0, description="images per POST /predict/batch at most")
     max_interval_width: float | None = Field(
         default=None, gt=0, description="faces whose age_interval is wider (high - low, years) are marked uncertain"
     )

@@ -6,25 +6,17 @@ the model in the micro-batcher's thread, batched with the faces of concurrent re
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
-import numpy as np
 from fastapi import APIRouter, Request
-from prometheus_client import Histogram
 
-from core.errors import NoFaceError
-from core.image import decode_image
 from service.options import AnswerOptionsDep
+from service.pipeline import AlignedQuery, answer
 from service.runtime import AlignerDep, ReadyRuntimeDep
 from service.schemas import ErrorResponse, PredictResponse
-from service.upload import read_upload
+from service.upload import read_image
 
 router = APIRouter()
-
-T = TypeVar("T")
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorResponse, "description": description}
@@ -55,18 +47,17 @@ _UPLOAD_BODY: dict[str, Any] = {
                         }
                     },
                 }
-            }
+            },
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["image"],
+                    "properties": {"image": {"type": "string", "description": "the photo's bytes in base64"}},
+                }
+            },
         },
     }
 }
-
-
-def _timed(histogram: Histogram, work: Callable[..., T], *args: Any) -> T:
-    started = time.perf_counter()
-    try:
-        return work(*args)
-    finally:
-        histogram.observe(time.perf_counter() - started)
 
 
 @router.post("/predict", response_model=PredictResponse, responses=_ERRORS, openapi_extra=_UPLOAD_BODY)
@@ -75,21 +66,9 @@ async def predict(
     runtime: ReadyRuntimeDep,
     aligner: AlignerDep,
     options: AnswerOptionsDep,
+    aligned: AlignedQuery = False,
 ) -> PredictResponse:
-    """Estimate the age of every face (up to ``MAX_FACES``, largest first) in the multipart field ``file``."""
-    settings, metrics = runtime.settings, runtime.metrics
-    assert runtime.predictor is not None
-    assert runtime.batcher is not None
-    data = await read_upload(request, settings.max_upload_bytes)
-    loop = asyncio.get_running_loop()
-    decode = metrics.stage_seconds.labels(stage="decode")
-    detect = metrics.stage_seconds.labels(stage="detect")
-    with runtime.batcher.expecting():
-        rgb = await loop.run_in_executor(runtime.detect_pool, _timed, decode, decode_image, data, settings.max_pixels)
-        faces = await loop.run_in_executor(runtime.detect_pool, _timed, detect, aligner.align, rgb)
-        metrics.faces_per_image.observe(len(faces))
-        if not faces:
-            raise NoFaceError("no face found in the image; send a photo with a clearly visible, roughly frontal face")
-        faces = list(faces)[: settings.max_faces]
-        logits = runtime.batcher.enqueue(np.stack([face.chip for face in faces]))
-    return runtime.predictor.response([face.box for face in faces], await logits, options)
+    """Estimate the age of every face (up to ``MAX_FACES``, largest first) in the multipart field ``file``, or in
+    the JSON ``{"image": "<base64>"}``; with ``aligned=true`` the upload is one face chip."""
+    data = await read_image(request, runtime.settings.max_upload_bytes)
+    return await answer(runtime, aligner, data, options, aligned)

@@ -1,0 +1,88 @@
+"""One photo through the service: decode, find the faces (or take the photo as a chip), batch them, build the body.
+
+``POST /predict`` and each item of ``POST /predict/batch`` run exactly this, so the two answer the same JSON for the
+same photo. Decoding and dlib alignment run in the detection pool, the model in the micro-batcher's thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from typing import Annotated, Any, TypeVar
+
+import numpy as np
+from fastapi import Query
+from PIL import Image
+from prometheus_client import Histogram
+
+from core.errors import NoFaceError
+from core.image import decode_reduced
+from service.alignment import Aligner, full_size_box
+from service.options import AnswerOptions
+from service.runtime import Runtime
+from service.schemas import PredictResponse
+
+T = TypeVar("T")
+
+AlignedQuery = Annotated[
+    bool,
+    Query(
+        description="the upload is already a face chip (as age-align writes them): no detection, resized to the "
+        "model's chip size, box = the whole image"
+    ),
+]
+
+
+def _timed(histogram: Histogram, work: Callable[..., T], *args: Any) -> T:
+    started = time.perf_counter()
+    try:
+        return work(*args)
+    finally:
+        histogram.observe(time.perf_counter() - started)
+
+
+def whole_image_chip(rgb: np.ndarray, size: int) -> tuple[list[tuple[int, int, int, int]], np.ndarray]:
+    """An aligned chip ``(H, W, 3)`` uint8 as the model's input ``(1, size, size, 3)`` (bilinear, antialiased when
+    shrinking, as ``age-train`` resizes larger chips) and its box, the whole image ``(0, 0, W-1, H-1)``."""
+    height, width = rgb.shape[:2]
+    chip = (
+        rgb
+        if (height, width) == (size, size)
+        else np.asarray(Image.fromarray(rgb).resize((size, size), Image.Resampling.BILINEAR))
+    )
+    return [(0, 0, width - 1, height - 1)], chip[np.newaxis]
+
+
+async def answer(
+    runtime: Runtime, aligner: Aligner, data: bytes, options: AnswerOptions, aligned: bool = False
+) -> PredictResponse:
+    """The ``POST /predict`` body for the image ``data``; ``core`` errors (bad image, no face) propagate."""
+    settings, metrics = runtime.settings, runtime.metrics
+    assert runtime.predictor is not None
+    assert runtime.batcher is not None
+    loop = asyncio.get_running_loop()
+    decode = metrics.stage_seconds.labels(stage="decode")
+    detect = metrics.stage_seconds.labels(stage="detect")
+    boxes: Sequence[Sequence[int]]
+    with runtime.batcher.expecting():
+        # A large photo is decoded reduced (JPEG at 1/2..1/8 scale by draft): detection never looks at the rest.
+        side = None if aligned else settings.decode_side
+        decoded = await loop.run_in_executor(
+            runtime.detect_pool, _timed, decode, decode_reduced, data, settings.max_pixels, side
+        )
+        rgb = decoded.rgb
+        if aligned:
+            boxes, chips = whole_image_chip(rgb, runtime.predictor.img_size)
+        else:
+            faces = await loop.run_in_executor(runtime.detect_pool, _timed, detect, aligner.align, rgb)
+            metrics.faces_per_image.observe(len(faces))
+            if not faces:
+                raise NoFaceError(
+                    "no face found in the image; send a photo with a clearly visible, roughly frontal face"
+                )
+            faces = list(faces)[: settings.max_faces]
+            boxes = [full_size_box(face.box, decoded.factor, decoded.full_size) for face in faces]
+            chips = np.stack([face.chip for face in faces])
+        logits = runtime.batcher.enqueue(chips)
+    return runtime.predictor.response(boxes, await logits, options)
