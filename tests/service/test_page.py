@@ -60,7 +60,7 @@ def base_url(settings: ServiceSettings) -> Iterator[str]:
 def test_the_page_shows_the_age_of_every_face(base_url: str) -> None:
     if not CHROMIUM.exists():
         pytest.skip(f"Debian's chromium is not installed at {CHROMIUM} (`apt-get install chromium`; .ci/run does)")
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
 
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
@@ -78,7 +78,8 @@ def test_the_page_shows_the_age_of_every_face(base_url: str) -> None:
             assert page.locator("#curve polyline").count() == 1
 
             page.set_input_files("#file", str(photo_path("2008_002506.jpg")))
-            page.wait_for_function("document.querySelectorAll('#faces li').length === 3", timeout=60_000)
+            # Locators wait here: the page's Content-Security-Policy forbids wait_for_function's string eval.
+            expect(page.locator("#faces li")).to_have_count(3, timeout=60_000)
             page.locator("#faces li").nth(2).click()
             assert "selected" in (page.locator("#faces li").nth(2).get_attribute("class") or "")
             assert page.locator("#curve polyline").count() == 1
@@ -94,17 +95,13 @@ def test_the_page_shows_the_age_of_every_face(base_url: str) -> None:
             # "At least N years": every face shows P(age >= N), the server's raw_probas[N - start_label - 1].
             page.fill("#min-age", "30")
             page.dispatch_event("#min-age", "change")
-            page.wait_for_function(
-                "[...document.querySelectorAll('#faces li')].every(li => li.textContent.includes('P(age ≥ 30)'))",
-                timeout=60_000,
-            )
+            for index in range(3):
+                expect(page.locator("#faces li").nth(index)).to_contain_text("P(age ≥ 30)", timeout=60_000)
             shown = page.eval_on_selector_all("#faces li", "items => items.map(i => Number(i.dataset.pAtLeast))")
             expected = page.evaluate(f"state.faces.map(f => f.raw_probas[30 - {START_LABEL} - 1])")
             assert shown == pytest.approx(expected, abs=1e-6)
             page.select_option("#coverage", "0.5")
-            page.wait_for_function(
-                "document.querySelector('#faces li').textContent.includes('50% interval')", timeout=60_000
-            )
+            expect(page.locator("#faces li").first).to_contain_text("50% interval", timeout=60_000)
             assert page.evaluate("state.faces.every(f => f.coverage === 0.5)")
         finally:
             browser.close()
