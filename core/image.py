@@ -4,13 +4,21 @@ Every image the trainer or the service looks at goes through :func:`decode_image
 see the same pixels: the EXIF orientation applied, alpha composited onto white, and grey, palette, CMYK and 16-bit
 images converted to 8-bit RGB. The format is judged by content (Pillow's sniffing), never by file name or declared
 type. Pixel counts are checked from the header, before any pixel is decoded, which stops decompression bombs.
+
+Memory: no intermediate wider than the decoded pixels (16-bit images are shifted to 8 bits in place, never through
+int64). :func:`decode_reduced` decodes a copy reduced by a whole-number factor when a consumer needs no more than a
+given longest side (JPEG by ``draft``, decoding at 1/2, 1/4 or 1/8 directly; other formats by ``Image.reduce``
+right after decoding, before the RGB conversion), so a 7000x7000 16-bit TIFF costs its 98 MB of 16-bit pixels
+briefly instead of those plus 147 MB of full-size RGB.
 """
 
 from __future__ import annotations
 
 import io
+import math
 import warnings
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -28,6 +36,8 @@ DEFAULT_MAX_PIXELS = 50_000_000
 _SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"BM", b"II*\x00", b"MM\x00*")
 
 _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I"})
+_REDUCIBLE_MODES = frozenset({"L", "LA", "RGB", "RGBA", "RGBX", "CMYK", "F"})
+_STRIP_BYTES = 4 * 1024 * 1024
 
 # Pillow warns on opening any image over its own limit (~89 MP) even though this module refuses it a moment later
 # with a clear error (max_pixels); the warning would only be noise on the console of a service or a job.
@@ -49,9 +59,35 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarra
         ImageTooLargeError: more than ``max_pixels`` pixels.
         UnsupportedImageError: the content is not one of the allowed formats.
     """
+    return decode_reduced(data, max_pixels).rgb
+
+
+class Decoded(NamedTuple):
+    """An image decoded by :func:`decode_reduced`."""
+
+    rgb: np.ndarray
+    """Upright RGB uint8, ``(height, width, 3)``, possibly reduced."""
+    factor: int
+    """Full-size pixels per ``rgb`` pixel along each side (1: not reduced)."""
+    full_size: tuple[int, int]
+    """``(width, height)`` of the full-size upright image."""
+
+
+def decode_reduced(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, min_side: int | None = None) -> Decoded:
+    """Decode like :func:`decode_image`, reduced by the largest whole-number factor that keeps ``min_side``.
+
+    Args:
+        data: the encoded image.
+        max_pixels: refuse images whose width x height (at full size) exceeds this.
+        min_side: the longest side the caller needs at least; ``None`` decodes at full size.
+
+    Returns:
+        The upright RGB uint8 image ``(height, width, 3)``, the factor from its pixels to the full-size image's
+        (1 when not reduced: full-size coordinate = factor x reduced coordinate) and the full upright size.
+    """
     if not data:
         raise UnreadableImageError("the image is empty (0 bytes)")
-    return _decode(io.BytesIO(data), data[:16], max_pixels)
+    return _decode(io.BytesIO(data), data[:16], max_pixels, min_side)
 
 
 def read_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
@@ -63,7 +99,7 @@ def read_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.nda
     return decode_image(data, max_pixels)
 
 
-def _decode(stream: io.BytesIO, head: bytes, max_pixels: int) -> np.ndarray:
+def _decode(stream: io.BytesIO, head: bytes, max_pixels: int, min_side: int | None) -> Decoded:
     image = _open(stream, head, max_pixels)
     width, height = image.size
     if width * height > max_pixels:
@@ -71,14 +107,26 @@ def _decode(stream: io.BytesIO, head: bytes, max_pixels: int) -> np.ndarray:
             f"the image is {width}x{height} = {width * height / 1e6:.1f} megapixels; "
             f"the limit is {max_pixels / 1e6:.1f} megapixels"
         )
+    factor = max(1, max(width, height) // min_side) if min_side else 1
     try:
+        if factor > 1 and image.format == "JPEG":
+            # draft() picks the smallest of 1/1, 1/2, 1/4, 1/8 scales that is at least the requested size.
+            image.draft(image.mode, (math.ceil(width / factor), math.ceil(height / factor)))
         image.load()
+        if image.mode in _SIXTEEN_BIT_MODES:
+            image = _eight_bit_grey(image)
+        remaining = factor // (width // image.size[0])
+        if remaining > 1 and image.mode in _REDUCIBLE_MODES:
+            image = image.reduce(remaining)
+        factor = round(width / image.size[0])
         upright = ImageOps.exif_transpose(image)
     except Image.DecompressionBombError as err:
         raise ImageTooLargeError(f"the image is too large to decode safely: {err}") from err
     except (OSError, ValueError, SyntaxError, EOFError) as err:
         raise UnreadableImageError(f"the {image.format} image is truncated or corrupt: {err}") from err
-    return _to_rgb(upright)
+    rgb = _to_rgb(upright)
+    swapped = rgb.shape[0] != image.size[1]
+    return Decoded(rgb, factor, (height, width) if swapped else (width, height))
 
 
 def _open(stream: io.BytesIO, head: bytes, max_pixels: int) -> Image.Image:
@@ -109,13 +157,27 @@ def _other_format(stream: io.BytesIO) -> str | None:
         return None
 
 
+def _eight_bit_grey(image: Image.Image) -> Image.Image:
+    """A 16-bit (or 32-bit ``I``) grey image as 8-bit ``L``, scaled by 1/256 and clipped to 0..65535 first.
+
+    Pillow's own conversion clips at 255, which turns most 16-bit photos white. Strips of a few megabytes go through
+    numpy, so the only full-size buffers are the decoded image and the 8-bit result: never an 8-byte copy.
+    """
+    width, height = image.size
+    grey = np.empty((height, width), dtype=np.uint8)
+    rows = max(1, _STRIP_BYTES // (4 * width))
+    for top in range(0, height, rows):
+        strip = np.asarray(image.crop((0, top, width, min(top + rows, height))))
+        if strip.dtype.kind == "i":
+            strip = np.clip(strip, 0, 65535)
+        grey[top : top + rows] = strip >> 8
+    return Image.fromarray(grey, mode="L")
+
+
 def _to_rgb(image: Image.Image) -> np.ndarray:
     """Any Pillow mode -> uint8 RGB array (H, W, 3); alpha composited onto white, 16-bit scaled (not clipped)."""
     if image.mode in _SIXTEEN_BIT_MODES:
-        # Pillow's own conversion clips 16-bit values at 255, which turns most 16-bit photos white.
-        wide = np.asarray(image).astype(np.int64)
-        grey = (np.clip(wide, 0, 65535) >> 8).astype(np.uint8)
-        return np.ascontiguousarray(np.repeat(grey[:, :, None], 3, axis=2))
+        image = _eight_bit_grey(image)
     if image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info:
         rgba = image.convert("RGBA")
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))

@@ -53,6 +53,21 @@ class ThreadLocalAligner:
         return aligner.align(rgb)
 
 
+def full_size_box(box: tuple[int, int, int, int], factor: int, size: tuple[int, int]) -> tuple[int, int, int, int]:
+    """A box ``(left, top, right, bottom)`` (inclusive) found on a copy reduced by ``factor``, in the full-size
+    image of ``size`` ``(width, height)``; each reduced pixel covers ``factor`` x ``factor`` full-size ones."""
+    if factor == 1:
+        return box
+    left, top, right, bottom = box
+    width, height = size
+    return (
+        min(left * factor, width - 1),
+        min(top * factor, height - 1),
+        min((right + 1) * factor - 1, width - 1),
+        min((bottom + 1) * factor - 1, height - 1),
+    )
+
+
 def aligner_from_metadata(metadata: dict[str, Any], max_faces: int | None = None) -> ThreadLocalAligner:
     """The aligner a model was trained for, from its metadata (``img_size``, ``chip_padding``, ``detector``, ...).
 

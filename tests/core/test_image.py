@@ -186,3 +186,55 @@ def test_unsupported_type_is_named_in_the_message() -> None:
 def test_missing_file_is_unreadable(tmp_path: Path) -> None:
     with pytest.raises(UnreadableImageError, match="cannot read"):
         read_image(tmp_path / "nope.jpg")
+
+
+def test_sixteen_bit_images_decode_without_an_eight_byte_copy() -> None:
+    import tracemalloc
+
+    from PIL import Image
+
+    side = 1500
+    wide = np.random.default_rng(0).integers(0, 65536, (side, side), dtype=np.uint16)
+    buffer = io.BytesIO()
+    Image.fromarray(wide).save(buffer, format="TIFF")
+    data = buffer.getvalue()
+    tracemalloc.start()
+    try:
+        rgb = decode_image(data)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert np.array_equal(rgb[:, :, 1], (wide >> 8).astype(np.uint8))
+    # Needed: the file's 2 bytes a pixel as read, the 8-bit grey and RGB results (4) and a few-MB strip; an int64
+    # copy next to the RGB result alone would be 11.
+    assert peak < 9 * side * side, f"Python-side allocations peaked at {peak / side / side:.1f} bytes a pixel"
+
+
+def test_a_large_jpeg_is_decoded_reduced_by_draft_and_says_by_how_much() -> None:
+    from PIL import Image
+
+    from core.image import decode_reduced
+
+    pixels = np.random.default_rng(0).integers(0, 256, (3000, 4000, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="JPEG")
+    decoded = decode_reduced(buffer.getvalue(), min_side=1536)
+    assert decoded.rgb.shape == (1500, 2000, 3)
+    assert decoded.factor == 2
+    assert decoded.full_size == (4000, 3000)
+    full = decode_reduced(buffer.getvalue())
+    assert full.rgb.shape == (3000, 4000, 3)
+    assert full.factor == 1
+
+
+def test_a_large_png_is_reduced_after_decoding_and_keeps_min_side() -> None:
+    from PIL import Image
+
+    from core.image import decode_reduced
+
+    buffer = io.BytesIO()
+    Image.new("I;16", (7000, 700), 40000).save(buffer, format="PNG")
+    decoded = decode_reduced(buffer.getvalue(), min_side=1536)
+    assert decoded.factor == 4
+    assert decoded.rgb.shape == (175, 1750, 3)
+    assert decoded.rgb.max() == 40000 >> 8

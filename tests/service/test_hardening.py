@@ -71,3 +71,17 @@ def test_a_repeated_query_parameter_is_refused_naming_it(client: TestClient) -> 
     response = client.post("/predict?threshold=0.3&threshold=0.7", files={"file": ("a.png", _png(8, 8))})
     assert response.status_code == 422
     assert "'threshold'" in response.json()["detail"]
+
+
+def test_a_large_jpeg_is_decoded_reduced_and_boxes_stay_in_full_size_pixels(client: TestClient) -> None:
+    from tests.service.conftest import FIXTURES
+
+    astronaut = Image.open(FIXTURES / "astronaut.png").convert("RGB")  # 512x512, face at about (179, 83)-(266, 170)
+    buffer = io.BytesIO()
+    astronaut.resize((4096, 4096), Image.Resampling.BILINEAR).save(buffer, format="JPEG", quality=60)
+    response = client.post("/predict", files={"file": ("big.jpg", buffer.getvalue(), "image/jpeg")})
+    assert response.status_code == 200, response.text
+    left, top, right, bottom = response.json()["box"]
+    # Decoded at 1/2 scale (2048 px, DECODE_SIDE 1536): the box must come back multiplied by 8, not by 4.
+    assert abs(left - 179 * 8) < 120 and abs(top - 83 * 8) < 120
+    assert abs(right - 266 * 8) < 120 and abs(bottom - 170 * 8) < 120
