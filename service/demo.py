@@ -26,6 +26,7 @@ from core.image import read_image
 from service.alignment import Aligner, aligner_from_metadata
 from service.options import DEFAULT_COVERAGE, AnswerOptions
 from service.settings import ServiceSettings, choose_model, load_settings
+from service.shard import parse_shard, select
 
 if TYPE_CHECKING:
     from service.predictor import Predictor
@@ -143,6 +144,10 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--workers", type=int, help="decode/align threads (default: DETECT_WORKERS or the cores)")
     parser.add_argument("--coverage", type=float, default=DEFAULT_COVERAGE, help="age_interval coverage, in (0, 1)")
     parser.add_argument("--min-age", type=int, help="adds p_at_least and at_least for this age (years)")
+    parser.add_argument(
+        "--shard",
+        help="I/N: only shard I (from 0) of N, chosen by file name; a bare N takes I from JOB_COMPLETION_INDEX",
+    )
     args = parser.parse_args(argv)
     if not 0.0 < args.coverage < 1.0:
         parser.error("--coverage must lie in (0, 1)")
@@ -150,6 +155,11 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error("--batch-size must be >= 1")
     if args.workers is not None and args.workers < 1:
         parser.error("--workers must be >= 1")
+    if args.shard is not None:
+        try:
+            args.shard = parse_shard(args.shard)
+        except ValueError as exc:
+            parser.error(str(exc))
     return args
 
 
@@ -166,6 +176,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"age-demo: {exc}", file=sys.stderr)
         return 1
     files = sorted(path for path in args.path.iterdir() if path.is_file() and not path.name.startswith("."))
+    if args.shard is not None:
+        files = select(files, *args.shard)
 
     # TensorFlow is imported only now, so that a bad argument or config is refused at once.
     from service.predictor import load_predictor
