@@ -8,7 +8,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 PORT ?= 8000
 
 .DEFAULT_GOAL := help
-.PHONY: help setup serve test lint format bench default-model clean
+.PHONY: help setup serve test lint format bench gpu-check default-model clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -39,6 +39,9 @@ test: lint ## lint, then the whole test suite
 
 bench: $(STAMP) ## run every benchmark in bench/ and rewrite bench/RESULTS.md
 	$(PY) -m bench.run
+
+gpu-check: $(STAMP) ## align 300 UTKFace photos, train one epoch, serve it, time the model at batch 1/32/256 -> bench/results/gpu.md
+	$(PY) -m bench.gpu_check
 
 MEMBER_SEEDS ?= 0 1 2
 RECIPE := runs/default_model_ensemble
