@@ -55,14 +55,16 @@ _BATCH_BODY: dict[str, Any] = {
                 "schema": {
                     "type": "object",
                     "required": ["file"],
-                    "properties": {"file": {"type": "array", "items": {"type": "string", "format": "binary"}}},
+                    "properties": {
+                        "file": {"type": "array", "minItems": 1, "items": {"type": "string", "format": "binary"}}
+                    },
                 }
             },
             "application/json": {
                 "schema": {
                     "type": "object",
                     "required": ["images"],
-                    "properties": {"images": {"type": "array", "items": {"type": "string"}}},
+                    "properties": {"images": {"type": "array", "minItems": 1, "items": {"type": "string"}}},
                 }
             },
         },
