@@ -59,11 +59,28 @@ def _run_savedmodel(path: Path, chips: np.ndarray) -> np.ndarray:
 
 
 def _onnx(forward: Any, target: Path) -> None:
+    import onnx
     import tf2onnx
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
-    tf2onnx.convert.from_function(
-        forward, input_signature=forward.input_signature, opset=ONNX_OPSET, output_path=str(target)
+    # From the frozen graph: tf2onnx.convert.from_function turns tensors a layer made eagerly (Keras'
+    # Normalization with a given mean and variance, say) into extra graph inputs nobody can feed.
+    frozen = convert_variables_to_constants_v2(forward.get_concrete_function())
+    (chips,), (logits,) = frozen.inputs, frozen.outputs
+    proto, _ = tf2onnx.convert.from_graph_def(
+        frozen.graph.as_graph_def(), input_names=[chips.name], output_names=[logits.name], opset=ONNX_OPSET
     )
+    _rename(proto.graph, {chips.name: "chips", logits.name: "logits"})
+    onnx.save(proto, str(target))
+
+
+def _rename(graph: Any, names: dict[str, str]) -> None:
+    """Rename tensors of an ONNX graph (TensorFlow's ``chips:0`` -> ``chips``) wherever they are referenced."""
+    for node in graph.node:
+        node.input[:] = [names.get(name, name) for name in node.input]
+        node.output[:] = [names.get(name, name) for name in node.output]
+    for value in [*graph.input, *graph.output]:
+        value.name = names.get(value.name, value.name)
 
 
 def _run_onnx(path: Path, chips: np.ndarray) -> np.ndarray:

@@ -31,7 +31,8 @@ def _small_model_file(path: Path) -> Path:
 
     keras.utils.set_random_seed(1)
     inputs = keras.Input((SIZE, SIZE, 3))
-    x = keras.layers.Rescaling(1 / 255)(inputs)
+    # A Normalization given its statistics holds them as constants, not variables (as the face_resnet backbone's).
+    x = keras.layers.Normalization(mean=[120.0, 110.0, 100.0], variance=[3600.0] * 3)(inputs)
     a = keras.layers.Conv2D(4, 3, strides=2, padding="same")(x)
     a = Affine()(a)
     b = keras.layers.Conv2D(6, 3, strides=2, padding="valid")(x)
