@@ -30,18 +30,17 @@ def model_summary(metadata: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-@router.api_route(
-    "/health",
-    methods=["GET", "HEAD"],
-    responses={503: {"model": ErrorResponse, "description": "not ready yet, or failed"}},
-)
+# HEAD is a second route on the same function, kept out of the schema so that each operation has one id.
+@router.head("/health", include_in_schema=False)
+@router.get("/health", responses={503: {"model": ErrorResponse, "description": "not ready yet, or failed"}})
 async def health(runtime: ReadyRuntimeDep) -> HealthResponse:
     """200 once the model is loaded and warm, with the model's identity; 503 (with the reason) before."""
     assert runtime.predictor is not None
     return HealthResponse(status="ok", model=model_summary(runtime.predictor.metadata), device=runtime.predictor.device)
 
 
-@router.api_route("/metrics", methods=["GET", "HEAD"], response_class=Response)
+@router.head("/metrics", include_in_schema=False, response_class=Response)
+@router.get("/metrics", response_class=Response)
 async def metrics(runtime: RuntimeDep) -> Response:
     """Prometheus metrics of this process."""
     return Response(runtime.metrics.render(), media_type=CONTENT_TYPE)

@@ -22,7 +22,9 @@ from service.settings import ServiceSettings
 EXAMPLES_PER_MODE = 100
 
 
-@pytest.fixture(scope="module")
+# One app per mode: the event loop that schemathesis ran the lifespan on is gone after a test, and with it the
+# micro-batcher's task, which (rightly) makes the app unready.
+@pytest.fixture
 def api_schema(settings: ServiceSettings) -> Iterator[OpenApiSchema]:
     from schemathesis.python.asgi import shutdown_lifespans
 
