@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 
 from service.options import AnswerOptionsDep
 from service.pipeline import AlignedQuery, answer
@@ -67,8 +67,10 @@ async def predict(
     aligner: AlignerDep,
     options: AnswerOptionsDep,
     aligned: AlignedQuery = False,
-) -> PredictResponse:
+) -> Response:
     """Estimate the age of every face (up to ``MAX_FACES``, largest first) in the multipart field ``file``, or in
     the JSON ``{"image": "<base64>"}``; with ``aligned=true`` the upload is one face chip."""
     data = await read_image(request, runtime.settings.max_upload_bytes)
-    return await answer(runtime, aligner, data, options, aligned)
+    body = await answer(runtime, aligner, data, options, aligned)
+    # Serialised once by pydantic-core: returned as a model, FastAPI would validate and encode it a second time.
+    return Response(body.model_dump_json(), media_type="application/json")
