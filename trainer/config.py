@@ -1,19 +1,21 @@
 """The training job's configuration: a JSON file plus ``--set KEY=VALUE`` overrides, validated by pydantic.
 
 ``load_config(path, overrides)`` returns a :class:`TrainConfig` whose paths are absolute, or raises
-:class:`core.errors.ConfigError` with one line naming the key and the file. Relative paths written in the file
-resolve against the file's folder; relative paths given with ``--set`` or left at their defaults resolve
-against the current directory.
+:class:`core.errors.ConfigError` with one line naming the file and every problem found, each with its key.
+Relative paths written in the file resolve against the file's folder; relative paths given with ``--set`` or
+left at their defaults resolve against the current directory. Imports neither TensorFlow nor Keras, so that a
+bad config costs a fraction of a second.
 """
 
 from __future__ import annotations
 
+import difflib
 import json
-from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, model_validator
+from pydantic_core import ErrorDetails
 
 from core.errors import ConfigError
 
@@ -95,35 +97,43 @@ class TrainConfig(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> TrainConfig:
+        problems = list(self._inconsistencies())
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def _inconsistencies(self) -> list[str]:
+        """Every rule between keys that this config breaks, each as ``key: what is wrong``."""
+        problems = []
         if self.arch_subtype not in ARCHITECTURES[self.arch_type]:
             allowed = ", ".join(map(str, ARCHITECTURES[self.arch_type]))
-            raise ValueError(f"arch_subtype: {self.arch_type} takes {allowed}, not {self.arch_subtype}")
+            problems.append(f"arch_subtype: {self.arch_type} takes {allowed}, not {self.arch_subtype}")
         if self.pretrained == "dlib" and self.arch_type != "face_resnet":
-            raise ValueError("pretrained: 'dlib' weights exist for arch_type face_resnet only")
+            problems.append("pretrained: 'dlib' weights exist for arch_type face_resnet only")
         if self.pretrained == "imagenet" and (self.arch_type, self.arch_subtype) not in IMAGENET_BACKBONES:
             name = f"{self.arch_type}{self.arch_subtype}"
-            raise ValueError(f"pretrained: keras.applications has no ImageNet weights for {name}")
+            problems.append(f"pretrained: keras.applications has no ImageNet weights for {name}")
         if self.pretrained == "":
-            raise ValueError("pretrained: empty; use null for training from scratch")
+            problems.append("pretrained: empty; use null for training from scratch")
         if self.freeze_backbone_epochs and self.pretrained is None:
-            raise ValueError("freeze_backbone_epochs: freezing a backbone that is not pretrained only slows training")
+            problems.append("freeze_backbone_epochs: freezing a backbone that is not pretrained only slows training")
         if self.freeze_backbone_epochs >= self.num_epochs and self.freeze_backbone_epochs > 0:
-            raise ValueError("freeze_backbone_epochs: must be smaller than num_epochs")
+            problems.append("freeze_backbone_epochs: must be smaller than num_epochs")
         if self.augment_downscale > 0 and self.augment_downscale_min >= self.img_size:
-            raise ValueError("augment_downscale_min: must be smaller than img_size")
+            problems.append("augment_downscale_min: must be smaller than img_size")
         if self.val_fraction + self.test_fraction >= 1.0:
-            raise ValueError("test_fraction: val_fraction + test_fraction must leave rows for training")
+            problems.append("test_fraction: val_fraction + test_fraction must leave rows for training")
         if self.start_label is not None and self.end_label is not None and self.end_label <= self.start_label:
-            raise ValueError("end_label: must be greater than start_label")
+            problems.append("end_label: must be greater than start_label")
         if self.warmup_epochs >= self.num_epochs and self.warmup_epochs > 0:
-            raise ValueError("warmup_epochs: must be smaller than num_epochs")
+            problems.append("warmup_epochs: must be smaller than num_epochs")
         try:
             str(self.run_dir).format(model_prefix="", arch_type="", arch_subtype="", timestamp="")
         except (KeyError, IndexError, ValueError) as exc:
-            raise ValueError(f"run_dir: unknown or malformed field {exc}") from None
+            problems.append(f"run_dir: unknown or malformed field {exc}")
         if self.resume and not self.checkpoint:
-            raise ValueError("resume: needs checkpoint: true (the last-epoch checkpoint is what resumes)")
-        return self
+            problems.append("resume: needs checkpoint: true (the last-epoch checkpoint is what resumes)")
+        return problems
 
     @property
     def split_seed_or_seed(self) -> int:
@@ -156,15 +166,22 @@ def _resolve(value: Any, base: Path) -> Any:
     return value
 
 
-def _describe(error: dict[str, Any]) -> str:
+def _unknown_key(key: str) -> str:
+    close = difflib.get_close_matches(key.removeprefix("--set "), TrainConfig.model_fields, n=1)
+    return f"{key}: unknown key" + (f" (did you mean {close[0]}?)" if close else "")
+
+
+def _describe(error: ErrorDetails) -> list[str]:
+    """One pydantic error as ``key: what is wrong (got VALUE)``; ``_consistent``'s joined problems come apart."""
     loc = ".".join(str(part) for part in error["loc"])
     msg = str(error["msg"]).removeprefix("Value error, ")
     if error["type"] == "extra_forbidden":
-        return f"{loc}: unknown key (valid keys: {', '.join(TrainConfig.model_fields)})"
+        return [_unknown_key(loc)]
     if not loc and ":" in msg:
-        return msg
+        return msg.split("; ")
     got = error.get("input")
-    return f"{loc}: {msg} (got {json.dumps(got) if isinstance(got, str | int | float | bool) else type(got).__name__})"
+    shown = json.dumps(got) if isinstance(got, str | int | float | bool) else type(got).__name__
+    return [f"{loc}: {msg} (got {shown})"]
 
 
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:
@@ -176,8 +193,8 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Tr
     Returns:
         the validated config with absolute paths; ``run_dir`` still holds its ``{timestamp}``-style fields.
     Raises:
-        ConfigError: naming the key and the file, for unreadable JSON, unknown keys, wrong types, impossible
-            values, or an ``img_dir`` / ``csv_path`` that does not exist.
+        ConfigError: naming the file and every problem with its key, for unknown keys, wrong types, impossible
+            values and data paths that do not exist (all in one message), or for unreadable JSON.
     """
     path = Path(path)
     where = f"config {path}"
@@ -191,22 +208,42 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Tr
         raise ConfigError(f"{where}: expected a JSON object of keys")
     base = path.resolve().parent
     data = {k: _resolve(v, base) if k in PATH_KEYS else v for k, v in raw.items()}
+    problems = []
     for key, value in (overrides or {}).items():
-        if key not in TrainConfig.model_fields:
-            raise ConfigError(f"{where}: --set {key}: unknown key (valid keys: {', '.join(TrainConfig.model_fields)})")
-        data[key] = _resolve(value, Path.cwd()) if key in PATH_KEYS else value
+        if key in TrainConfig.model_fields:
+            data[key] = _resolve(value, Path.cwd()) if key in PATH_KEYS else value
+        else:
+            problems.append(_unknown_key(f"--set {key}"))
     try:
         config = TrainConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(f"{where}: {_describe(exc.errors()[0])}") from None
-    if not config.img_dir.is_dir():
-        raise ConfigError(f"{where}: img_dir: folder not found: {config.img_dir}")
-    if not config.csv_path.is_file():
-        raise ConfigError(f"{where}: csv_path: file not found: {config.csv_path}")
-    if config.pretrained not in (None, *PRETRAINED_NAMES) and not Path(str(config.pretrained)).is_file():
-        raise ConfigError(f"{where}: pretrained: weights file not found: {config.pretrained}")
+        problems += [problem for error in exc.errors() for problem in _describe(error)]
+    problems += _missing_paths(data)
+    if problems:
+        raise ConfigError(_summary(where, problems))
     _check_chip_size(config, where)
     return config.model_copy(update={k: getattr(config, k).resolve() for k in PATH_KEYS if k != "pretrained"})
+
+
+def _missing_paths(data: dict[str, Any]) -> list[str]:
+    """The data paths of a (possibly invalid) config that do not exist, so that they are reported with the rest."""
+    problems = []
+    img_dir, csv_path, pretrained = data.get("img_dir"), data.get("csv_path"), data.get("pretrained")
+    if isinstance(img_dir, str) and not Path(img_dir).is_dir():
+        problems.append(f"img_dir: folder not found: {img_dir}")
+    if isinstance(csv_path, str) and not Path(csv_path).is_file():
+        problems.append(f"csv_path: file not found: {csv_path}")
+    if isinstance(pretrained, str) and pretrained not in ("", *PRETRAINED_NAMES) and not Path(pretrained).is_file():
+        problems.append(f"pretrained: weights file not found: {pretrained}")
+    return problems
+
+
+def _summary(where: str, problems: list[str]) -> str:
+    """One message for every problem: each names its key; unknown keys end with the list of valid ones."""
+    text = f"{where}: " + (problems[0] if len(problems) == 1 else f"{len(problems)} problems: " + "; ".join(problems))
+    if any("unknown key" in problem for problem in problems):
+        text += f" (valid keys: {', '.join(TrainConfig.model_fields)})"
+    return text
 
 
 def _check_chip_size(config: TrainConfig, where: str) -> None:
@@ -252,20 +289,3 @@ def resolve_alignment(config: TrainConfig) -> dict[str, Any]:
         if config.upsample is not None
         else (upsample if isinstance(upsample, int) and upsample >= 0 else 0),
     }
-
-
-def timestamp() -> str:
-    """Local time as ``YYYYmmdd-HHMMSS``, used in run folder and model file names."""
-    return datetime.now().strftime("%Y%m%d-%H%M%S")
-
-
-def fill_run_dir(config: TrainConfig, stamp: str) -> Path:
-    """``run_dir`` with its ``{model_prefix}``, ``{arch_type}``, ``{arch_subtype}``, ``{timestamp}`` filled."""
-    return Path(
-        str(config.run_dir).format(
-            model_prefix=config.model_prefix,
-            arch_type=config.arch_type,
-            arch_subtype=config.arch_subtype,
-            timestamp=stamp,
-        )
-    )

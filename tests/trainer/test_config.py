@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from core.errors import ConfigError
-from trainer.config import TrainConfig, fill_run_dir, load_config, parse_overrides, resolve_alignment
+from trainer.config import TrainConfig, load_config, parse_overrides, resolve_alignment
+from trainer.run_folder import fill_run_dir
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -142,3 +146,53 @@ def test_split_seed_decouples_the_split_from_the_weights_seed(config_file: Path)
     assert load_config(config_file, {"seed": 3}).split_seed_or_seed == 3
     assert test_ids({"seed": 1, "split_seed": 0}) == test_ids({"seed": 2, "split_seed": 0}) == test_ids({"seed": 0})
     assert test_ids({"seed": 1}) != test_ids({"seed": 2})
+
+
+def test_every_mistake_is_reported_at_once_each_with_its_key(config_file: Path) -> None:
+    write(config_file, batch_sise=8, img_size=16, lr_schedule="step", csv_path="../data/gone.csv")
+    message = error_of(config_file, {"epochs": 3})
+    assert "5 problems" in message
+    assert str(config_file) in message
+    for expected in ("batch_sise: unknown key (did you mean batch_size?)", "--set epochs: unknown key", "img_size:"):
+        assert expected in message
+    assert "lr_schedule:" in message
+    assert "csv_path: file not found" in message
+    assert len(message.splitlines()) == 1
+
+
+def test_every_broken_rule_between_keys_is_reported(config_file: Path) -> None:
+    write(config_file, arch_subtype=19, resume=True, checkpoint=False, warmup_epochs=5, num_epochs=5)
+    message = error_of(config_file)
+    assert "3 problems" in message
+    for key in ("arch_subtype:", "resume:", "warmup_epochs:"):
+        assert key in message
+
+
+def test_reading_a_config_imports_neither_tensorflow_nor_keras(config_file: Path) -> None:
+    script = (
+        "import sys\nfrom trainer.config import load_config\n"
+        f"load_config({str(config_file)!r})\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras')))\n"
+    )
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "[]"
+
+
+def test_age_train_refuses_a_typo_before_starting_tensorflow(config_file: Path) -> None:
+    write(config_file, batch_sise=8)
+    started = time.perf_counter()
+    run = subprocess.run(
+        [sys.executable, "-m", "trainer.train", "--config", str(config_file)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+    )
+    elapsed = time.perf_counter() - started
+    assert run.returncode == 2
+    valid = ", ".join(TrainConfig.model_fields)
+    expected = f"age-train: error: config {config_file}: batch_sise: unknown key (did you mean batch_size?)"
+    assert run.stderr.strip().splitlines() == [f"{expected} (valid keys: {valid})"], "no TensorFlow line"
+    assert run.stdout == ""
+    assert elapsed < 5, "a typo must not wait for TensorFlow (typically well under a second)"

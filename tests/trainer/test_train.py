@@ -20,8 +20,9 @@ from tests.synthetic import synthetic_faces
 from trainer.config import load_config
 from trainer.data import load_table
 from trainer.evaluate import AgeMAE, AgeRMSE
+from trainer.fitting import init_coral_biases
 from trainer.model import build_model
-from trainer.train import init_coral_biases, main, train
+from trainer.train import main, train
 
 REPO = Path(__file__).resolve().parents[2]
 UTKFACE = REPO.parent / "shared" / "data" / "utkface"
