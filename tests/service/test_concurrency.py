@@ -40,7 +40,7 @@ def test_parallel_requests_are_answered_and_batched(config_file: Path, monkeypat
     import service.main
 
     # Replaces the aligner before start-up, so no dlib model is loaded for each of the 16 detection threads.
-    monkeypatch.setattr(service.main, "aligner_from_metadata", lambda metadata: GatheringAligner())
+    monkeypatch.setattr(service.main, "aligner_from_metadata", lambda metadata, max_faces=None: GatheringAligner())
     settings = ServiceSettings(
         predict_config=config_file, batch_max_size=32, batch_max_wait_ms=50, detect_workers=CLIENTS
     )

@@ -64,3 +64,17 @@ def test_demo_refuses_a_missing_folder_with_one_line(
 ) -> None:
     assert main(["-p", str(tmp_path / "absent"), "--out", str(tmp_path / "o"), "--config", str(config_file)]) == 1
     assert capsys.readouterr().err.strip().count("\n") == 0
+
+
+def test_demo_skips_a_one_pixel_high_photo_with_its_reason(tmp_path: Path) -> None:
+    # A 2048x1 PNG once raised "box can't be empty" inside dlib and ended the whole run.
+    from PIL import Image
+
+    from core.face import FaceAligner
+    from service.demo import Skipped, find_faces
+
+    path = tmp_path / "panorama.png"
+    Image.new("RGB", (2048, 1), (128, 128, 128)).save(path)
+    result = find_faces(path, FaceAligner(chip_size=64, padding=0.25), max_faces=5, max_pixels=10**8)
+    assert isinstance(result, Skipped)
+    assert "no face" in result.reason
