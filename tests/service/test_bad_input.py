@@ -179,10 +179,10 @@ CORPUS = [
     ),
     BadUpload("unterminated-part", raw(lambda: _part("file", _encode(_astronaut(), "JPEG"))), 422, "closing boundary"),
     BadUpload(
-        "two-files-first-counts",
+        "two-files-refused",
         raw(lambda: _closed(_part("file", b"hello"), _part("file", _encode(_astronaut(), "JPEG")))),
-        415,
-        "not an image",
+        422,
+        "2 fields named 'file'",
     ),
 ]
 

@@ -85,3 +85,10 @@ def test_a_large_jpeg_is_decoded_reduced_and_boxes_stay_in_full_size_pixels(clie
     # Decoded at 1/2 scale (2048 px, DECODE_SIDE 1536): the box must come back multiplied by 8, not by 4.
     expected = (179 * 8, 83 * 8, 266 * 8, 170 * 8)
     assert max(abs(got - want) for got, want in zip((left, top, right, bottom), expected, strict=True)) < 120
+
+
+def test_a_repeated_file_field_is_refused_naming_it(client: TestClient) -> None:
+    files = [("file", ("a.png", _png(8, 8), "image/png")), ("file", ("b.png", _png(9, 9), "image/png"))]
+    response = client.post("/predict", files=files)
+    assert response.status_code == 422
+    assert "'file'" in response.json()["detail"]
