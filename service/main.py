@@ -72,9 +72,9 @@ def create_app(settings: ServiceSettings | None = None, on_fatal: FatalHandler |
     )
     app.state.runtime = runtime
     install_error_handlers(app)
-    app.add_middleware(RequestMetricsMiddleware, metrics=runtime.metrics)
-    # Added last, so outermost: an ambiguous request is refused before anything else reads it.
+    # The guard refuses ambiguous requests before any route reads them; inside the metrics, so refusals are counted.
     app.add_middleware(RequestGuardMiddleware, body_timeout_s=runtime.settings.body_timeout_s)
+    app.add_middleware(RequestMetricsMiddleware, metrics=runtime.metrics)
     app.include_router(predict.router)
     app.include_router(batch.router)
     app.include_router(probes.router)
