@@ -123,6 +123,15 @@ def test_scoring_on_aligned_chips_writes_the_ensembles_own_test_metrics(
     assert meta["test_metrics"]["mae"] == pytest.approx(mae, abs=1e-4)
     assert meta["test_csv"] == "test.csv"
     assert f"MAE {meta['test_metrics']['mae']}" in capsys.readouterr().out
+    assert (meta["calibration"]["n"], meta["calibration"]["source"]) == (4, "test.csv")
+
+    # --calibrate-csv: the intervals are calibrated on another set than the one scored.
+    (tmp_path / "val.csv").write_text("ID,Path,Age\n0,0.png,12\n1,1.png,13\n2,2.png,99\n")
+    calibrated = tmp_path / "calibrated.h5"
+    more = ["--calibrate-csv", str(tmp_path / "val.csv"), "--images", str(tmp_path)]
+    assert main([*args[:-3], str(calibrated), *args[-2:], *more]) == 0
+    entry = read_metadata(calibrated)["calibration"]
+    assert (entry["n"], entry["source"], entry["outside_range"]) == (3, "val.csv", 1)
 
 
 def test_members_of_different_chip_sizes_each_see_the_chip_at_their_own_size(
