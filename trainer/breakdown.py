@@ -50,6 +50,7 @@ def plot_groups(groups: dict[str, dict[str, dict[str, float | int]]], out: Path,
         bars = ax.bar(labels, [float(cells[k]["mae"]) for k in labels], color="tab:blue")
         notes = [f"cov {float(cells[k]['coverage']):.0%}\nn={cells[k]['n']}" for k in labels]
         ax.bar_label(bars, labels=notes, fontsize=8)
+        ax.margins(y=0.15)  # room for the two-line labels under the title
         ax.set(xlabel=column, ylabel="MAE (years)", title=f"{title}: {column}")
         ax.grid(axis="y", alpha=0.3)
     fig.savefig(out, dpi=100)
