@@ -23,7 +23,7 @@ class AnswerOptions:
     min_age: int | None = None
 
 
-def answer_options(
+async def answer_options(
     threshold: Annotated[
         float | None,
         Query(gt=0.0, lt=1.0, allow_inf_nan=False, description="decision threshold; default: the predict config's"),

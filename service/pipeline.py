@@ -17,8 +17,8 @@ from PIL import Image
 from prometheus_client import Histogram
 
 from core.errors import NoFaceError
-from core.image import decode_reduced
-from service.alignment import Aligner, full_size_box
+from core.image import Decoded, decode_reduced
+from service.alignment import AlignedFace, Aligner, full_size_box
 from service.options import AnswerOptions
 from service.runtime import Runtime
 from service.schemas import PredictResponse
@@ -54,6 +54,20 @@ def whole_image_chip(rgb: np.ndarray, size: int) -> tuple[list[tuple[int, int, i
     return [(0, 0, width - 1, height - 1)], chip[np.newaxis]
 
 
+def _decode_and_align(
+    decode: Histogram,
+    detect: Histogram,
+    data: bytes,
+    max_pixels: int,
+    side: int | None,
+    aligner: Aligner,
+    aligned: bool,
+) -> tuple[Decoded, Sequence[AlignedFace]]:
+    """Decode ``data`` and, unless it is already a chip (``aligned``), find its faces; each stage timed."""
+    decoded = _timed(decode, decode_reduced, data, max_pixels, side)
+    return decoded, () if aligned else _timed(detect, aligner.align, decoded.rgb)
+
+
 async def answer(
     runtime: Runtime, aligner: Aligner, data: bytes, options: AnswerOptions, aligned: bool = False
 ) -> PredictResponse:
@@ -68,14 +82,15 @@ async def answer(
     with runtime.batcher.expecting():
         # A large photo is decoded reduced (JPEG at 1/2..1/8 scale by draft): detection never looks at the rest.
         side = None if aligned else settings.decode_side
-        decoded = await loop.run_in_executor(
-            runtime.detect_pool, _timed, decode, decode_reduced, data, settings.max_pixels, side
+        # Decoding and detection share one trip to the pool: each hand-off costs the event loop and the GIL.
+        decoded, found = await loop.run_in_executor(
+            runtime.detect_pool, _decode_and_align, decode, detect, data, settings.max_pixels, side, aligner, aligned
         )
         rgb = decoded.rgb
         if aligned:
             boxes, chips = whole_image_chip(rgb, runtime.predictor.img_size)
         else:
-            faces = await loop.run_in_executor(runtime.detect_pool, _timed, detect, aligner.align, rgb)
+            faces = found
             metrics.faces_per_image.observe(len(faces))
             if not faces:
                 raise NoFaceError(

@@ -1,7 +1,8 @@
 """What the routes need at request time, built by the lifespan, and the FastAPI dependencies that hand it out.
 
 Routes never reach for globals: they receive the ``Runtime`` (or a part of it) through ``Depends``, so tests can
-swap the aligner with ``app.dependency_overrides[get_aligner]``.
+swap the aligner with ``app.dependency_overrides[get_aligner]``. The dependencies are ``async`` because they never
+block: FastAPI runs a plain ``def`` dependency in its thread pool, a hand-off per dependency per request.
 """
 
 from __future__ import annotations
@@ -43,13 +44,13 @@ class Runtime:
         return loaded and self.batcher is not None and self.batcher.alive
 
 
-def get_runtime(request: Request) -> Runtime:
+async def get_runtime(request: Request) -> Runtime:
     """The app's ``Runtime``, ready or not."""
     runtime: Runtime = request.app.state.runtime
     return runtime
 
 
-def get_ready_runtime(runtime: Annotated[Runtime, Depends(get_runtime)]) -> Runtime:
+async def get_ready_runtime(runtime: Annotated[Runtime, Depends(get_runtime)]) -> Runtime:
     """The ``Runtime`` once the model is loaded and warm; otherwise answer 503 with the reason."""
     if not runtime.ready:
         failure = runtime.batcher.failure if runtime.batcher is not None else None
@@ -58,7 +59,7 @@ def get_ready_runtime(runtime: Annotated[Runtime, Depends(get_runtime)]) -> Runt
     return runtime
 
 
-def get_aligner(runtime: Annotated[Runtime, Depends(get_ready_runtime)]) -> Aligner:
+async def get_aligner(runtime: Annotated[Runtime, Depends(get_ready_runtime)]) -> Aligner:
     """The face aligner of a ready service."""
     assert runtime.aligner is not None
     return runtime.aligner
