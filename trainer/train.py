@@ -25,6 +25,7 @@ from trainer.config import TrainConfig, load_config, parse_overrides
 if TYPE_CHECKING:
     import keras
     import pandas as pd
+    import tensorflow as tf
 
     from trainer.data import DataSummary
 
@@ -34,20 +35,20 @@ def train(
     table: pd.DataFrame,
     summary: DataSummary,
     extra_callbacks: Sequence[keras.callbacks.Callback] = (),
+    strategy: tf.distribute.Strategy | None = None,
 ) -> Path | None:
     """Run the whole job on a clean table; return the saved ``.h5`` (``None`` on non-chief workers).
 
-    The strategy comes first: ``MultiWorkerMirroredStrategy`` can only be built before anything initialises
-    TensorFlow's context (a pretrained backbone, the TensorBoard writer, the precision policy, a dataset).
+    The strategy comes first (``main`` builds it before checking the pretrained weights, else it is built here):
+    ``MultiWorkerMirroredStrategy`` can only be built before anything initialises TensorFlow's context (a
+    pretrained backbone, the TensorBoard writer, the precision policy, a dataset).
     """
     import keras
 
     from trainer import fitting, results, run_folder
     from trainer.distribute import choose_strategy, is_chief, set_precision
-    from trainer.pretrained import check_pretrained
 
-    strategy = choose_strategy(config.distribute)
-    check_pretrained(config)
+    strategy = strategy or choose_strategy(config.distribute)
     keras.utils.set_random_seed(config.seed)
     run = run_folder.prepare(config, table, summary)
     policy = set_precision(config.mixed_precision)
@@ -84,11 +85,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = load_config(args.config, parse_overrides(args.set))
         from trainer.data import load_table
+        from trainer.distribute import choose_strategy
+        from trainer.pretrained import check_pretrained
 
+        strategy = choose_strategy(config.distribute)  # before check_pretrained may build a backbone
+        check_pretrained(config)
         table, summary = load_table(
             config.csv_path, config.img_dir, config.start_label, config.end_label, config.clip_ages
         )
-        path = train(config, table, summary)
+        path = train(config, table, summary, strategy=strategy)
     except ConfigError as exc:
         print(f"age-train: error: {exc}", file=sys.stderr)
         return 2
