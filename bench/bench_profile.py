@@ -54,7 +54,7 @@ def pipeline_stages(files: list[Path], config: Path) -> tuple[dict[str, float], 
 
     settings = load_settings(predict_config=config)
     choice = choose_model(settings)
-    predictor = load_predictor(choice)
+    predictor = load_predictor(choice, precision=settings.model_precision)
     aligner = aligner_from_metadata(choice.metadata, settings.max_faces)._local.aligner
     photos = [path.read_bytes() for path in files]
     spent = dict.fromkeys(STAGES, 0.0)

@@ -183,7 +183,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from service.predictor import load_predictor
 
     try:
-        predictor = load_predictor(choice, settings.max_interval_width)
+        predictor = load_predictor(choice, settings.max_interval_width, settings.model_precision)
         aligner = aligner_from_metadata(choice.metadata, settings.max_faces)
     except (AgeEstimationError, OSError, ValueError) as exc:
         print(f"age-demo: {exc}", file=sys.stderr)

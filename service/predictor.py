@@ -130,9 +130,16 @@ def configure_device() -> str:
     return f"GPU ({details.get('device_name', gpus[0].name)})"
 
 
-def load_predictor(choice: ModelChoice, max_interval_width: float | None = None) -> Predictor:
-    """Load the chosen model once and warm it up; ``ModelFileError`` when the file cannot be loaded."""
+def load_predictor(
+    choice: ModelChoice, max_interval_width: float | None = None, precision: str = "float32"
+) -> Predictor:
+    """Load the chosen model once and warm it up; ``ModelFileError`` when the file cannot be loaded.
+
+    ``precision="bfloat16"`` lets oneDNN run the forward pass in bfloat16 (a process-wide graph rewrite).
+    """
     device = configure_device()
+    if precision == "bfloat16":
+        tf.config.optimizer.set_experimental_options({"auto_mixed_precision_onednn_bfloat16": True})
     # Folding each Affine into its convolution is exact and saves ~15% of a face_resnet forward pass.
     model = fold_affine(load_model(choice.model_file))
     predictor = Predictor(model, choice.metadata, choice.config.threshold, device, max_interval_width)
