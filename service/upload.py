@@ -104,6 +104,11 @@ async def read_upload(request: Request, max_bytes: int, field: str = "file") -> 
     part = await _read_form(request, max_bytes, field, max_parts=1, body_limit=max_bytes + FORM_OVERHEAD_BYTES)
     if part.data is None:
         raise FormError(f"the form has no field named '{field}'; send the image in a field named '{field}'")
+    if part.extra_parts:
+        # Taking the first (or the last) would be a guess, as for a repeated query parameter.
+        raise FormError(
+            f"the form has {1 + part.extra_parts} fields named '{field}'; send one (several: /predict/batch)"
+        )
     # python-multipart's finalize() does not check that the body was complete: a part cut off before its closing
     # boundary would otherwise pass as the whole file.
     if not part.complete:
