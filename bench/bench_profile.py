@@ -11,7 +11,7 @@ per photo is split by thread: the event-loop thread (HTTP, multipart, response b
 queueing) and the others (decoding and dlib in the detection pool, the model). The pipeline's share of each is the
 in-process figure (the model's at the mean batch size the service reached); the rest is what serving adds: "HTTP"
 on the event loop, "queueing and thread hand-offs" in the workers. Writes ``bench/results/profile.md`` and the raw
-figures to ``bench/results/profile.json``; run as ``python -m bench.bench_profile``.
+figures to ``bench/profile.json`` (kept in git); run as ``python -m bench.bench_profile``.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ import psutil
 
 from bench.bench_service import DATA, demo_runner, sample_images
 from bench.live_service import cpu_seconds, pick_model, send_all, start_server, write_config
-from bench.run import RESULTS, write_section
+from bench.run import BENCH, write_section
 
 BATCHES = (1, 2, 4, 8, 16, 32)
 STAGES = ("decode", "detection", "landmarks + chips", "model", "response building", "JSON")
@@ -54,7 +54,7 @@ def pipeline_stages(files: list[Path], config: Path) -> tuple[dict[str, float], 
 
     settings = load_settings(predict_config=config)
     choice = choose_model(settings)
-    predictor = load_predictor(choice, precision=settings.model_precision)
+    predictor = load_predictor(choice, precision=settings.model_precision, threads=settings.model_threads)
     aligner = aligner_from_metadata(choice.metadata, settings.max_faces)._local.aligner
     photos = [path.read_bytes() for path in files]
     spent = dict.fromkeys(STAGES, 0.0)
@@ -213,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     lines = report(stages, model, demo_cpu, served, described, len(files))
     write_section("profile", lines)
     raw = {"in_process": stages, "model_per_face": model, "demo_cpu": demo_cpu, "service": served}
-    (RESULTS / "profile.json").write_text(json.dumps(raw, indent=2) + "\n")
+    (BENCH / "profile.json").write_text(json.dumps(raw, indent=2) + "\n")
     return 0
 
 

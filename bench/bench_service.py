@@ -56,7 +56,7 @@ def demo_runner(files: list[Path], config: Path, workdir: Path) -> Callable[[], 
 
     settings = load_settings(predict_config=config)
     choice = choose_model(settings)
-    predictor = load_predictor(choice, precision=settings.model_precision)
+    predictor = load_predictor(choice, precision=settings.model_precision, threads=settings.model_threads)
     aligner = aligner_from_metadata(choice.metadata)
     out = workdir / "demo"
     out.mkdir()

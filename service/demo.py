@@ -183,7 +183,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from service.predictor import load_predictor
 
     try:
-        predictor = load_predictor(choice, settings.max_interval_width, settings.model_precision)
+        predictor = load_predictor(
+            choice, settings.max_interval_width, settings.model_precision, settings.model_threads
+        )
         aligner = aligner_from_metadata(choice.metadata, settings.max_faces)
     except (AgeEstimationError, OSError, ValueError) as exc:
         print(f"age-demo: {exc}", file=sys.stderr)

@@ -125,7 +125,7 @@ def _load(settings: ServiceSettings) -> tuple[Path, Predictor, Aligner]:
     from service.predictor import load_predictor
 
     choice = choose_model(settings)
-    predictor = load_predictor(choice, settings.max_interval_width, settings.model_precision)
+    predictor = load_predictor(choice, settings.max_interval_width, settings.model_precision, settings.model_threads)
     return choice.model_file, predictor, aligner_from_metadata(choice.metadata, settings.max_faces)
 
 

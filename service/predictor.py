@@ -117,8 +117,14 @@ class Predictor:
         return PredictResponse.model_construct(**dict(faces[0]), faces=faces)
 
 
-def configure_device() -> str:
-    """Let TensorFlow grow GPU memory as needed (before it initialises the GPU); name the device used."""
+def configure_device(threads: int = 0) -> str:
+    """Let TensorFlow grow GPU memory as needed (before it initialises the GPU) and run each op on ``threads``
+    threads (0: TensorFlow's default, one per core); name the device used."""
+    if threads > 0:
+        # RuntimeError: TensorFlow already ran an op in this process (a second app, a test); its pools are fixed.
+        with contextlib.suppress(RuntimeError):
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+            tf.config.threading.set_inter_op_parallelism_threads(threads)
     gpus = tf.config.list_physical_devices("GPU")
     for gpu in gpus:
         # RuntimeError: the GPU was initialised earlier in this process (a second app); the setting is fixed then.
@@ -131,13 +137,14 @@ def configure_device() -> str:
 
 
 def load_predictor(
-    choice: ModelChoice, max_interval_width: float | None = None, precision: str = "float32"
+    choice: ModelChoice, max_interval_width: float | None = None, precision: str = "float32", threads: int = 0
 ) -> Predictor:
     """Load the chosen model once and warm it up; ``ModelFileError`` when the file cannot be loaded.
 
-    ``precision="bfloat16"`` lets oneDNN run the forward pass in bfloat16 (a process-wide graph rewrite).
+    ``precision="bfloat16"`` lets oneDNN run the forward pass in bfloat16 (a process-wide graph rewrite);
+    ``threads`` as in :func:`configure_device`.
     """
-    device = configure_device()
+    device = configure_device(threads)
     if precision == "bfloat16":
         tf.config.optimizer.set_experimental_options({"auto_mixed_precision_onednn_bfloat16": True})
     # Folding each Affine into its convolution is exact and saves ~15% of a face_resnet forward pass.

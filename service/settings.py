@@ -55,6 +55,9 @@ class ServiceSettings(BaseSettings):
     )
     # bfloat16 (oneDNN on CPUs with AMX/AVX512-BF16): 2-3x faster batches of 8+, slower single faces, 4.5% of ages
     # move by one year (held-out MAE 4.963 vs 4.959); opt-in for batch jobs, see bench/RESULTS.md.
+    # One thread: the detection threads keep the other cores busy, and a lone thread does not spin waiting for
+    # its partners (on 2 cores: less CPU per photo at 1 and at 8 clients than TensorFlow's one thread per core).
+    model_threads: int = Field(default=1, ge=0, description="TensorFlow threads per model call; 0: one per core")
     model_precision: Literal["float32", "bfloat16"] = Field(
         default="float32", description="the forward pass's arithmetic on a CPU: float32 or oneDNN bfloat16"
     )
