@@ -43,21 +43,17 @@ bench: $(STAMP) ## run every benchmark in bench/ and rewrite bench/RESULTS.md
 gpu-check: $(STAMP) ## align 300 UTKFace photos, train one epoch, serve it, time the model at batch 1/32/256 -> bench/results/gpu.md
 	$(PY) -m bench.gpu_check
 
-MEMBER_SEEDS ?= 0 1 2
-RECIPE := runs/default_model_ensemble
-default-model: $(STAMP) ## retrain models/default.h5 from ../shared/data/utkface: align, one member per seed, ensemble, evaluate (hours)
-	$(VENV)/bin/age-align --images ../shared/data/utkface/images --utkface --out dataset/utkface \
-	    --img-size 80 --padding 0.25 --start-label 1 --workers 2
-	@mkdir -p $(RECIPE)
-	set -eo pipefail; for seed in $(MEMBER_SEEDS); do \
-	    $(VENV)/bin/age-train --config configs/default_model.json --set seed=$$seed \
-	        --set run_dir=$(RECIPE)/seed$$seed --set output_dir=$(RECIPE)/seed$$seed | tee $(RECIPE)/seed$$seed.log; \
-	    cp "$$(tail -n 1 $(RECIPE)/seed$$seed.log | sed 's/^saved: //')" $(RECIPE)/member_seed$$seed.h5; \
-	done
-	$(VENV)/bin/age-ensemble --drop-flip --models $(foreach seed,$(MEMBER_SEEDS),$(RECIPE)/member_seed$(seed).h5) \
-	    --out models/default.h5 --csv $(RECIPE)/seed$(firstword $(MEMBER_SEEDS))/test.csv --images /
+RUN := runs/default_model
+default-model: $(STAMP) ## retrain models/default.h5 from ../shared/data/utkface: align, fine-tune dlib's face ResNet, calibrate, evaluate (about 40 minutes on 2 cores)
+	$(VENV)/bin/age-align --images ../shared/data/utkface/images --utkface --out dataset/utkface150 \
+	    --img-size 150 --padding 0.25 --start-label 1 --workers 2
+	set -eo pipefail; $(VENV)/bin/age-train --config configs/default_model.json | tee $(RUN).log
+	$(VENV)/bin/age-calibrate --model "$$(tail -n 1 $(RUN).log | sed 's/^saved: //')" \
+	    --csv $(RUN)/val.csv --images / --aligned --out models/default.h5
 	$(VENV)/bin/age-evaluate --model models/default.h5 --csv models/holdout.csv --images ../shared/data/utkface \
-	    --plots models/default_eval
+	    --groups Gender,Race --plots models/default_eval > models/default_eval/holdout.json
+	$(VENV)/bin/age-robustness --model models/default.h5 --csv $(RUN)/test.csv --images / \
+	    --out models/default_eval/robustness_test.json
 
 clean: ## remove caches (keeps .venv/)
 	rm -rf .pytest_cache .mypy_cache .ruff_cache
