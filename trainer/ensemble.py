@@ -11,15 +11,16 @@ mismatch is refused naming the key and both files. Chip sizes may differ: the en
 member's ``img_size`` and hands each smaller member the chip resized inside the model (bilinear, antialiased: the
 same ``tf.image.resize`` that ``age-train`` applies when its aligned chips are larger than ``img_size``). Members of
 different resolutions disagree more than members of one, so their mean gains more (see ``models/README.md``). A
-member that is itself an ensemble (such as ``models/default.h5``) contributes its own members, each weighing as much
+member that is itself an ensemble contributes its own members, each weighing as much
 as any other: ``--models models/default.h5 new.h5`` makes a four-member ensemble.
 
 With ``--csv`` and ``--images`` (aligned chips, as ``age-evaluate --aligned`` reads them, e.g. a run folder's
 ``test.csv``) the ensemble is scored before it is written and the scores replace the members' ``test_metrics`` in
 the metadata; its intervals are calibrated (split-conformal, ``core.distribution``) on that set, or on
-``--calibrate-csv`` (better: a set other than the one it is scored on, e.g. the run's ``val.csv``). ``--drop-flip`` unwraps each member's mirror-image averaging (``test_time_flip``): half the forward
-passes, and with several members the ensemble already averages away most of what the mirror image adds (the shipped
-three-member model: validation MAE 5.50 either way).
+``--calibrate-csv`` (better: a set other than the one it is scored on, e.g. the run's ``val.csv``).
+``--drop-flip`` unwraps each member's mirror-image averaging (``test_time_flip``): half the forward passes, and with
+several members the ensemble already averages away most of what the mirror image adds (the earlier three-member
+default model: validation MAE 5.50 either way).
 """
 
 from __future__ import annotations
