@@ -41,21 +41,28 @@ def train(
 
     The strategy comes first (``main`` builds it before checking the pretrained weights, else it is built here):
     ``MultiWorkerMirroredStrategy`` can only be built before anything initialises TensorFlow's context (a
-    pretrained backbone, the TensorBoard writer, the precision policy, a dataset).
+    pretrained backbone, the TensorBoard writer, the precision policy, a dataset). With more than one worker the
+    fit step is ``trainer.multiworker.fit`` (a custom loop; no ``resume``), else ``trainer.fitting.fit``.
     """
     import keras
 
-    from trainer import fitting, results, run_folder
+    from trainer import fitting, multiworker, results, run_folder
     from trainer.distribute import choose_strategy, is_chief, set_precision
 
     strategy = strategy or choose_strategy(config.distribute)
+    several_workers = multiworker.applies(strategy)
+    if several_workers:
+        multiworker.check(config)
     keras.utils.set_random_seed(config.seed)
     run = run_folder.prepare(config, table, summary)
     policy = set_precision(config.mixed_precision)
     print(f"precision: {policy}; replicas: {strategy.num_replicas_in_sync}")
     datasets = fitting.make_datasets(config, run)
     model = fitting.build(config, run, strategy)
-    fitting.fit(model, config, run, datasets, extra_callbacks)
+    if several_workers:  # Keras 3.15's fit fails under several workers (keras-team/keras#20585)
+        multiworker.fit(model, config, run, datasets, strategy, extra_callbacks)
+    else:
+        fitting.fit(model, config, run, datasets, extra_callbacks)
     final = fitting.serving_copy(config, run, model)
     if not is_chief(strategy):
         return None
@@ -84,10 +91,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         config = load_config(args.config, parse_overrides(args.set))
+        from trainer import multiworker
         from trainer.data import load_table
-        from trainer.distribute import choose_strategy
+        from trainer.distribute import choose_strategy, cluster_size
         from trainer.pretrained import check_pretrained
 
+        if config.distribute != "none" and cluster_size() > 1:
+            multiworker.check(config)  # a lone worker would wait for its peers before it could refuse
         strategy = choose_strategy(config.distribute)  # before check_pretrained may build a backbone
         check_pretrained(config)
         table, summary = load_table(
