@@ -108,6 +108,8 @@ class TrainConfig(BaseModel):
         if self.arch_subtype not in ARCHITECTURES[self.arch_type]:
             allowed = ", ".join(map(str, ARCHITECTURES[self.arch_type]))
             problems.append(f"arch_subtype: {self.arch_type} takes {allowed}, not {self.arch_subtype}")
+        if self.arch_type == "face_resnet" and self.img_size < 103:
+            raise ValueError("img_size: face_resnet needs at least 103 pixels (dlib's weights were learnt at 150)")
         if self.pretrained == "dlib" and self.arch_type != "face_resnet":
             problems.append("pretrained: 'dlib' weights exist for arch_type face_resnet only")
         if self.pretrained == "imagenet" and (self.arch_type, self.arch_subtype) not in IMAGENET_BACKBONES:

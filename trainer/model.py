@@ -25,6 +25,8 @@ from trainer.config import ARCHITECTURES
 __all__ = ["ARCHITECTURES", "build_model"]
 
 MIN_IMG_SIZE = 32
+# Below this, face_resnet's four unpadded stride-2 convolutions run out of pixels; dlib's weights were learnt at 150.
+MIN_FACE_RESNET_SIZE = 103
 
 _BASIC_BLOCKS = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3)}
 
@@ -98,6 +100,8 @@ def build_model(
         raise ValueError(f"unknown architecture {arch_type}{arch_subtype}; valid ones are {valid}")
     if int(img_size) < MIN_IMG_SIZE:
         raise ValueError(f"img_size must be at least {MIN_IMG_SIZE} pixels (got {img_size})")
+    if arch_type == "face_resnet" and int(img_size) < MIN_FACE_RESNET_SIZE:
+        raise ValueError(f"img_size: face_resnet needs at least {MIN_FACE_RESNET_SIZE} pixels (got {img_size})")
     if int(num_classes) < 2:
         raise ValueError(f"num_classes must be at least 2 (got {num_classes})")
     depth = int(arch_subtype)

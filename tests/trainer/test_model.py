@@ -11,7 +11,8 @@ CASES = [(arch, sub) for arch, subs in ARCHITECTURES.items() for sub in subs]
 
 @pytest.mark.parametrize(("arch_type", "arch_subtype"), CASES)
 def test_backbone_builds_and_runs_at_two_sizes(arch_type, arch_subtype):
-    for img_size in (32, 75):
+    # dlib's face network needs 103 pixels or more; the others build from 32.
+    for img_size in (112, 150) if arch_type == "face_resnet" else (32, 75):
         model = build_model(arch_type, arch_subtype, img_size, num_classes=6)
         x = np.random.default_rng(0).uniform(0, 255, (2, img_size, img_size, 3)).astype("float32")
         logits = np.asarray(model(x, training=False))
@@ -34,3 +35,8 @@ def test_unknown_architecture_lists_valid_ones(arch_type, arch_subtype):
 def test_too_small_image_is_refused():
     with pytest.raises(ValueError, match="at least 32"):
         build_model("resnet", 18, 16, 5)
+
+
+def test_face_resnet_refuses_a_chip_too_small_for_its_strided_convolutions():
+    with pytest.raises(ValueError, match="face_resnet needs at least 103 pixels"):
+        build_model("face_resnet", 29, 96, num_classes=6)
