@@ -248,17 +248,22 @@ def _summary(where: str, problems: list[str]) -> str:
     return text
 
 
+def align_record(csv_path: Path) -> dict[str, Any]:
+    """The ``align.json`` that ``age-align`` wrote beside ``csv_path``; empty when absent or unreadable."""
+    try:
+        record = json.loads((csv_path.parent / "align.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
 def _check_chip_size(config: TrainConfig, where: str) -> None:
     """Train on chips exactly as the service cuts them: ``img_size`` must be the side ``age-align`` cut them at.
 
     The service cuts chips at the model's ``img_size`` straight from the photo; chips cut larger and resized in
     training would be softer and framed by different rounding than anything the model later sees.
     """
-    try:
-        record = json.loads((config.csv_path.parent / "align.json").read_text())
-    except (OSError, ValueError):
-        return
-    size = record.get("img_size") if isinstance(record, dict) else None
+    size = align_record(config.csv_path).get("img_size")
     if isinstance(size, int) and size != config.img_size:
         raise ConfigError(
             f"{where}: img_size: {config.img_size}, but age-align cut the chips of {config.csv_path} at {size} px "
@@ -273,12 +278,7 @@ def resolve_alignment(config: TrainConfig) -> dict[str, Any]:
     Each comes from the config when set there, else from the ``align.json`` that ``age-align`` wrote beside the
     CSV, else the defaults (0.4, ``"hog"``, 0). Consumers of the model align faces with these values.
     """
-    try:
-        record = json.loads((config.csv_path.parent / "align.json").read_text())
-    except (OSError, ValueError):
-        record = {}
-    if not isinstance(record, dict):
-        record = {}
+    record = align_record(config.csv_path)
     padding = record.get("padding")
     detector = record.get("detector")
     upsample = record.get("upsample")
