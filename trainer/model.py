@@ -115,9 +115,10 @@ def build_model(
         features = _basic_resnet(x, depth, int(width))
     else:
         imagenet_like = pretrained is not None and not whole_model_weights
-        x = CaffePreprocess(name="imagenet_pixels")(inputs) if imagenet_like else inputs
-        if not imagenet_like:
-            x = layers.Rescaling(1.0 / 127.5, offset=-1.0, name="scale_pixels")(x)
+        if imagenet_like:
+            x = CaffePreprocess(name="imagenet_pixels")(inputs)
+        else:
+            x = layers.Rescaling(1.0 / 127.5, offset=-1.0, name="scale_pixels")(inputs)
         backbone = _applications()[(arch_type, depth)](
             include_top=False,
             weights=pretrained if imagenet_like else None,
