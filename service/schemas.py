@@ -68,3 +68,9 @@ class ErrorResponse(BaseModel):
     """Every error: one human-readable line."""
 
     detail: str
+
+
+def error_responses(descriptions: dict[int, str]) -> dict[int | str, dict[str, Any]]:
+    """A route's ``responses=`` for OpenAPI: each status code with its description and the :class:`ErrorResponse`
+    body."""
+    return {status: {"model": ErrorResponse, "description": text} for status, text in descriptions.items()}

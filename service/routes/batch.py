@@ -19,7 +19,7 @@ from service.errors import status_for
 from service.options import AnswerOptionsDep
 from service.pipeline import AlignedQuery, answer
 from service.runtime import AlignerDep, ReadyRuntimeDep
-from service.schemas import ErrorResponse, PredictResponse
+from service.schemas import PredictResponse, error_responses
 from service.upload import read_images
 
 router = APIRouter()
@@ -38,14 +38,13 @@ class BatchResponse(BaseModel):
     results: list[PredictResponse | ItemError]
 
 
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    status: {"model": ErrorResponse, "description": description}
-    for status, description in {
+_ERRORS = error_responses(
+    {
         413: "more than MAX_BATCH_FILES photos, or the body is over the limit",
         422: "no `file` part or `images` list, or a bad query parameter",
         503: "the model is still loading",
-    }.items()
-}
+    }
+)
 
 _BATCH_BODY: dict[str, Any] = {
     "requestBody": {

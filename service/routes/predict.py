@@ -13,21 +13,20 @@ from fastapi import APIRouter, Request, Response
 from service.options import AnswerOptionsDep
 from service.pipeline import AlignedQuery, answer
 from service.runtime import AlignerDep, ReadyRuntimeDep
-from service.schemas import ErrorResponse, PredictResponse
+from service.schemas import PredictResponse, error_responses
 from service.upload import read_image
 
 router = APIRouter()
 
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    status: {"model": ErrorResponse, "description": description}
-    for status, description in {
+_ERRORS = error_responses(
+    {
         400: "the image is unreadable or corrupt",
         413: "the upload or its pixel count is over the limit",
         415: "the content is not a JPEG, PNG, WebP, BMP or TIFF image",
         422: "no face found, no `file` field, or a bad `threshold`, `coverage` or `min_age`",
         503: "the model is still loading",
-    }.items()
-}
+    }
+)
 
 # The route parses the multipart body itself (streamed, within the byte limit), so FastAPI cannot infer it: the
 # schema is declared here, for /docs and for clients generated from /openapi.json.
