@@ -8,6 +8,7 @@ K-1 logits). ``read_metadata`` needs h5py only; TensorFlow is imported lazily by
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -21,7 +22,7 @@ from core.errors import ModelFileError
 if TYPE_CHECKING:
     import keras
 
-__all__ = ["METADATA_ATTR", "REQUIRED_KEYS", "load_model", "read_metadata", "save_model"]
+__all__ = ["METADATA_ATTR", "REQUIRED_KEYS", "file_sha256", "load_model", "read_metadata", "save_model"]
 
 METADATA_ATTR = "age_estimation"
 REQUIRED_KEYS = (
@@ -86,6 +87,15 @@ def _save_h5(model: keras.Model, filename: str) -> None:
     import keras
 
     keras.saving.save_model(model, filename, include_optimizer=False)
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """Hex SHA-256 of a model file (or any file), read in 1 MiB blocks: the identity clients and exports quote."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:

@@ -15,7 +15,6 @@ the model's metadata plus what the export is). A failed check leaves nothing beh
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import shutil
@@ -28,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from core.artifact import read_metadata
+from core.artifact import file_sha256, read_metadata
 from core.errors import AgeEstimationError
 from trainer.export_formats import FORMATS, SUFFIXES, convert, run_export
 
@@ -52,15 +51,6 @@ class ExportReport:
     format: str
     chips: int
     max_abs_diff: float
-
-
-def sha256_of(path: Path) -> str:
-    """Hex SHA-256 of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def face_chips(folder: Path, metadata: dict[str, Any], limit: int) -> np.ndarray:
@@ -107,7 +97,7 @@ def sidecar_body(model_file: Path, metadata: dict[str, Any], fmt: str, report: d
     classes = int(metadata["num_classes"])
     return {
         "format": fmt,
-        "source": {"file": model_file.name, "sha256": sha256_of(model_file)},
+        "source": {"file": model_file.name, "sha256": file_sha256(model_file)},
         "input": {"name": "chips", "dtype": "float32", "shape": [None, size, size, 3], "pixels": "RGB 0..255"},
         "output": {"name": "logits", "dtype": "float32", "shape": [None, classes - 1]},
         "start_label": start,

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import hashlib
 from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter
 
+from core import artifact
 from core.distribution import Calibration
 from service.runtime import ReadyRuntimeDep
 from service.schemas import ErrorResponse
@@ -28,11 +28,7 @@ COVERAGES = (0.5, 0.8, 0.9, 0.95)
 @functools.lru_cache(maxsize=4)
 def _sha256(path: Path, mtime_ns: int, size: int) -> str:
     """Hex SHA-256 of ``path``; the cache key includes its modification time and size, so a new file is hashed."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return artifact.file_sha256(path)
 
 
 def file_sha256(path: Path) -> str:
