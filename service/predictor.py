@@ -78,7 +78,7 @@ class Predictor:
         probas = probas_from_logits(logits)
         ranks = labels_from_probas(probas, threshold)
         distributions = age_probas(probas)
-        lows, highs = central_interval(probas, interval_mass(self.calibration, options.coverage))
+        lows, highs = central_interval(probas, interval_mass(self.calibration, options.coverage, probas))
         faces = []
         for row, face_probas, rank, box, distribution, low, high in zip(
             logits, probas, ranks, boxes, distributions, lows, highs, strict=True

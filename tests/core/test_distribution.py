@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -15,8 +17,8 @@ from core.distribution import (
     central_interval,
     conformity_scores,
     interval_report,
-    median_rank,
     p_at_least,
+    predicted_ranks,
 )
 
 finite = st.floats(-30, 30, allow_nan=False, width=32)
@@ -48,7 +50,7 @@ def test_intervals_are_nested_hold_their_mass_and_contain_the_median(logits: np.
     low_s, high_s = central_interval(p, small)
     low_l, high_l = central_interval(p, large)
     assert ((low_l <= low_s) & (high_s <= high_l)).all()
-    median = median_rank(p)
+    median = predicted_ranks(p)
     assert ((low_s <= median) & (median <= high_s)).all()
     masses = age_probas(p)
     for row, lo, hi in zip(masses, low_l, high_l, strict=True):
@@ -71,7 +73,7 @@ def test_a_rank_is_inside_exactly_from_its_score_on(logits: np.ndarray, data: st
 def test_by_hand_three_ranks() -> None:
     p = np.array([[0.8, 0.3]])  # P(0)=0.2, P(1)=0.5, P(2)=0.3
     np.testing.assert_allclose(age_probas(p), [[0.2, 0.5, 0.3]])
-    assert median_rank(p).tolist() == [1]
+    assert predicted_ranks(p).tolist() == [1]
     assert central_interval(p, 0.0) == ([1], [1])
     assert central_interval(p, 0.5) == ([1], [2])  # tails 0.25: drop rank 0 (0.2), keep rank 2 (0.3)
     assert central_interval(p, 1.0) == ([0], [2])
@@ -112,3 +114,71 @@ def test_calibration_round_trips_through_metadata_and_serves_any_coverage() -> N
     for bad in (0.0, 1.0, -0.1):
         with pytest.raises(ValueError, match="coverage"):
             back.mass(bad)
+
+
+def _two_populations(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Faces predicted at rank 5 whose model is honest (true rank within ±1) and faces predicted at rank 30
+    whose model is overconfident (the same narrow distribution, true rank spread ±6): one shared ``tau`` cannot
+    serve both groups."""
+    rng = np.random.default_rng(seed)
+    k = 60
+    ranks_all = np.arange(k - 1)
+    rows, truth = [], []
+    for i in range(n):
+        centre, spread = (5, 1) if i % 2 == 0 else (30, 6)
+        rows.append(1.0 / (1.0 + np.exp(-(centre + 0.5 - ranks_all) * 2.0)))
+        truth.append(centre + rng.integers(-spread, spread + 1))
+    return np.array(rows), np.array(truth)
+
+
+def test_mondrian_groups_cover_where_one_shared_tau_does_not() -> None:
+    edges = [10, 20, 40]
+    probas, ranks = _two_populations(600, seed=0)
+    new_probas, new_ranks = _two_populations(2000, seed=1)
+    marginal = Calibration.fit(probas, ranks)
+    mondrian = Calibration.fit(probas, ranks, group_edges=edges)
+    assert next((g.low, g.high) for g in mondrian.groups)[0] == 0
+    young = predicted_ranks(new_probas) < 10
+    for calibration, covers_old in ((marginal, False), (mondrian, True)):
+        low, high = central_interval(new_probas, calibration.masses(0.9, new_probas))
+        hit = (low <= new_ranks) & (new_ranks <= high)
+        assert hit[young].mean() >= 0.9
+        assert bool(hit[~young].mean() >= 0.88) is covers_old
+    # The groups' guarantee implies the marginal one.
+    low, high = central_interval(new_probas, mondrian.masses(0.9, new_probas))
+    assert ((low <= new_ranks) & (new_ranks <= high)).mean() >= 0.88
+
+
+def test_small_mondrian_groups_merge_into_a_neighbour_and_cover_every_rank() -> None:
+    probas, ranks = _two_populations(200, seed=2)  # 100 faces predicted at 5, 100 at 30, none elsewhere
+    calibration = Calibration.fit(probas, ranks, group_edges=[10, 20, 40, 50])
+    spans = [(g.low, g.high) for g in calibration.groups]
+    assert spans[0][0] == 0
+    assert all(g.n >= 60 for g in calibration.groups)
+    assert all(a[1] + 1 == b[0] for a, b in itertools.pairwise(spans))
+    assert sum(g.n for g in calibration.groups) == calibration.n
+
+
+def test_mondrian_calibration_round_trips_through_metadata_and_old_metadata_still_loads() -> None:
+    probas, ranks = _two_populations(300, seed=3)
+    calibration = Calibration.fit(probas, ranks, source="val", group_edges=[10, 20])
+    entry = calibration.to_metadata()
+    assert entry["method"] == Calibration.MONDRIAN
+    loaded = Calibration.from_metadata({"calibration": entry})
+    assert loaded is not None
+    np.testing.assert_allclose(loaded.masses(0.9, probas), calibration.masses(0.9, probas))
+    entry.pop("groups")
+    marginal = Calibration.from_metadata({"calibration": entry})
+    assert marginal is not None
+    assert marginal.groups == ()
+    assert marginal.masses(0.9, probas) == marginal.mass(0.9)
+
+
+def test_decade_report_counts_true_ages_by_decade() -> None:
+    from core.distribution import decade_report
+
+    probas, ranks = _two_populations(100, seed=4)
+    report = decade_report(probas, ranks, None, start_label=1)
+    assert list(report) == ["0-9", "10-19", "20-29", "30-39", "40-49", "50-59", "60-69", "70+"]
+    assert sum(entry["n"] for entry in report.values()) == 100
+    assert report["70+"] == {"n": 0, "coverage": None, "mean_width": None}
