@@ -47,7 +47,7 @@ def job_throughput(n_images: int, workers: int) -> dict[str, float]:
         csv = Path(tmp) / "sample.csv"
         sample.to_csv(csv, index=False)
         out = Path(tmp) / "out"
-        command = [sys.executable, "-m", "trainer.align", "--images", str(DATA / "utkface"), "--csv", str(csv)]
+        command = [sys.executable, "-m", "trainer.cli.align", "--images", str(DATA / "utkface"), "--csv", str(csv)]
         cpu_before = _children_cpu()
         started = time.perf_counter()
         subprocess.run([*command, "--out", str(out), "--workers", str(workers)], check=True, cwd=ROOT)

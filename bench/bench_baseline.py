@@ -28,7 +28,7 @@ from core.coral import labels_from_probas, probas_from_logits
 from core.face import FaceAligner
 from core.image import read_image
 from service.predictor import Predictor
-from trainer.evaluate import age_metrics
+from trainer.evaluation.metrics import age_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 BASELINE_VENV = ROOT / "bench" / ".venv-baseline"

@@ -1,10 +1,10 @@
 """Training throughput: the tf.data input pipeline against the training step, and the epoch time it implies.
 
-1. For ResNet-18 (base width 64, the paper's) at 64 and 128 px, batch 64: images/s of ``trainer.data.make_dataset``
-   (training mode: shuffle, random crop, flip, colour jitter) over UTKFace chips, once while decoding (first
-   epoch) and once from the in-memory cache (every later epoch), against images/s of the training step
-   (``train_on_batch`` with the CORAL loss on in-memory batches, so no input cost). Target: the cached pipeline at
-   least 5x faster than the step, so training is never input-bound.
+1. For ResNet-18 (base width 64, the paper's) at 64 and 128 px, batch 64: images/s of
+   ``trainer.data.dataset.make_dataset`` (training mode: shuffle, random crop, flip, colour jitter) over UTKFace
+   chips, once while decoding (first epoch) and once from the in-memory cache (every later epoch), against images/s
+   of the training step (``train_on_batch`` with the CORAL loss on in-memory batches, so no input cost). Target: the
+   cached pipeline at least 5x faster than the step, so training is never input-bound.
 2. Epoch time for ResNet-18 at 64 px on 15,000 chips (80% trained on, 10% validated), estimated from the measured
    step and inference rates, for each ``--epoch-widths``.
 
@@ -24,9 +24,9 @@ import pandas as pd
 
 from bench.run import write_section
 from core.coral import coral_loss
-from trainer.data import make_dataset
-from trainer.evaluate import AgeMAE
-from trainer.model import build_model
+from trainer.data.dataset import make_dataset
+from trainer.evaluation.metrics import AgeMAE
+from trainer.model.build import build_model
 
 ROOT = Path(__file__).resolve().parents[1]
 UTKFACE = ROOT.parent / "shared" / "data" / "utkface"

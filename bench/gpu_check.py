@@ -42,7 +42,7 @@ def prepare(work: Path, images: int) -> Path:
         [
             sys.executable,
             "-m",
-            "trainer.align",
+            "trainer.cli.align",
             "--images",
             str(UTKFACE),
             "--csv",
@@ -68,7 +68,7 @@ def train(work: Path, config: Path, labels: Path) -> tuple[Path, str, float | No
         [
             sys.executable,
             "-m",
-            "trainer.train",
+            "trainer.cli.train",
             "--config",
             str(config),
             "--set",

@@ -32,7 +32,7 @@ def pick_model(requested: Path | None, workdir: Path) -> tuple[Path, str]:
     if shipped:
         return shipped[0], f"`models/{shipped[0].name}`"
     from core.artifact import save_model
-    from trainer.model import build_model
+    from trainer.model.build import build_model
 
     path = workdir / "throwaway.h5"
     metadata = {

@@ -56,7 +56,7 @@ def test_the_shipped_model_beats_the_median_guess_on_held_out_photos(utkface_dir
     import numpy as np
     import pandas as pd
 
-    from trainer.evaluate import evaluate
+    from trainer.evaluation.evaluate import evaluate
 
     rows = pd.read_csv(ROOT / "models" / "holdout.csv").sample(n=120, random_state=0)
     rows.to_csv(tmp_path / "some.csv", index=False)

@@ -174,7 +174,7 @@ def _set_keys(argv: list[str]) -> list[str]:
 
 
 def test_train_image_runs_age_train_on_the_volumes() -> None:
-    from trainer.config import TrainConfig
+    from trainer.training.config import TrainConfig
 
     assert _exec_form("Dockerfile.train", "ENTRYPOINT") == ["age-train"]
     assert "age-train" in SCRIPTS

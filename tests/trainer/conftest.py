@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from core.artifact import save_model
-from trainer.model import build_model
+from trainer.model.build import build_model
 
 IMG_SIZE = 32
 START = 10

@@ -18,7 +18,8 @@ from PIL import Image
 
 from core.face import FaceAligner
 from core.image import read_image
-from trainer.align import chip_path, main, plan
+from trainer.cli.align import main
+from trainer.data.align import chip_path, plan
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -217,7 +218,7 @@ def test_killed_run_resumes_to_the_same_result(utkface_dir: Path, tmp_path: Path
 
     def command(out: Path) -> list[str]:
         paths = ["--images", str(utkface_dir), "--csv", str(csv), "--out", str(out)]
-        return [sys.executable, "-m", "trainer.align", *paths, "--workers", "2"]
+        return [sys.executable, "-m", "trainer.cli.align", *paths, "--workers", "2"]
 
     reference, resumed = tmp_path / "reference", tmp_path / "resumed"
     subprocess.run(command(reference), check=True, capture_output=True, env=env, cwd=REPO_ROOT)

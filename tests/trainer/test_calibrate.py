@@ -13,7 +13,8 @@ from PIL import Image
 from core.artifact import read_metadata
 from core.distribution import Calibration
 from tests.trainer.conftest import IMG_SIZE
-from trainer.calibrate import calibrate_splits, main
+from trainer.cli.calibrate import main
+from trainer.evaluation.calibrate import calibrate_splits
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 
 from tests.trainer.test_train import write_config
-from trainer.callbacks import ResumableEarlyStopping, training_callbacks
-from trainer.config import load_config
+from trainer.training.callbacks import ResumableEarlyStopping, training_callbacks
+from trainer.training.config import load_config
 
 VAL_MAE = [5.0, 4.0, 4.5, 4.6, 4.7, 4.8, 4.9]
 PATIENCE = 2

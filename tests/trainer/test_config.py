@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from core.errors import ConfigError
-from trainer.config import TrainConfig, load_config, parse_overrides, resolve_alignment
-from trainer.run_folder import fill_run_dir
+from trainer.training.config import TrainConfig, load_config, parse_overrides, resolve_alignment
+from trainer.training.run_folder import fill_run_dir
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -135,7 +135,7 @@ def test_shipped_configs_are_valid(name: str) -> None:
 def test_split_seed_decouples_the_split_from_the_weights_seed(config_file: Path) -> None:
     import pandas as pd
 
-    from trainer.data import split_by_id
+    from trainer.data.dataset import split_by_id
 
     table = pd.DataFrame({"ID": [str(i) for i in range(200)], "Age": range(200)})
 
@@ -170,7 +170,7 @@ def test_every_broken_rule_between_keys_is_reported(config_file: Path) -> None:
 
 def test_reading_a_config_imports_neither_tensorflow_nor_keras(config_file: Path) -> None:
     script = (
-        "import sys\nfrom trainer.config import load_config\n"
+        "import sys\nfrom trainer.training.config import load_config\n"
         f"load_config({str(config_file)!r})\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras')))\n"
     )
@@ -183,7 +183,7 @@ def test_age_train_refuses_a_typo_before_starting_tensorflow(config_file: Path) 
     write(config_file, batch_sise=8)
     started = time.perf_counter()
     run = subprocess.run(
-        [sys.executable, "-m", "trainer.train", "--config", str(config_file)],
+        [sys.executable, "-m", "trainer.cli.train", "--config", str(config_file)],
         capture_output=True,
         text=True,
         cwd=REPO,

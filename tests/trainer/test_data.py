@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from core.errors import ConfigError
-from trainer.data import load_table, make_dataset, split_by_id
+from trainer.data.dataset import load_table, make_dataset, split_by_id
 
 
 def make_images(folder: Path, ages: list[int], size: int = 40) -> pd.DataFrame:

@@ -1,5 +1,5 @@
 """Scale-out: two age-train workers on 127.0.0.1, each with its own TF_CONFIG, train one model together
-(``trainer.multiworker``'s loop: Keras 3.15's ``fit`` cannot, keras-team/keras#20585)."""
+(``trainer.training.multiworker``'s loop: Keras 3.15's ``fit`` cannot, keras-team/keras#20585)."""
 
 from __future__ import annotations
 
@@ -42,7 +42,15 @@ def test_two_workers_train_one_model_and_only_the_chief_writes_it(tmp_path: Path
             "PYTHONPATH": str(REPO),
         }
         # Each worker keeps its own run folder, as on separate machines; the model goes to the shared output_dir.
-        command = [sys.executable, "-m", "trainer.train", "--config", str(config), "--set", f"run_dir=runs/w{index}"]
+        command = [
+            sys.executable,
+            "-m",
+            "trainer.cli.train",
+            "--config",
+            str(config),
+            "--set",
+            f"run_dir=runs/w{index}",
+        ]
         workers.append(
             subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         )
@@ -88,7 +96,7 @@ def test_resume_is_refused_with_several_workers_before_waiting_for_them(tmp_path
         "TF_CPP_MIN_LOG_LEVEL": "2",
         "PYTHONPATH": str(REPO),
     }
-    command = [sys.executable, "-m", "trainer.train", "--config", str(config)]
+    command = [sys.executable, "-m", "trainer.cli.train", "--config", str(config)]
     done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2, done.stderr[-3000:]
     assert "resume: not supported with several workers" in done.stderr

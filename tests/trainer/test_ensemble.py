@@ -12,8 +12,8 @@ from PIL import Image
 
 from core.artifact import load_model, read_metadata, save_model
 from core.tta import with_flip_averaging
-from trainer.ensemble import main
-from trainer.model import build_model
+from trainer.cli.ensemble import main
+from trainer.model.build import build_model
 
 IMG_SIZE = 32
 META = {

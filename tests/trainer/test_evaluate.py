@@ -12,7 +12,8 @@ from PIL import Image
 
 from core.coral import labels_from_probas, probas_from_logits
 from tests.trainer.conftest import IMG_SIZE, START
-from trainer.evaluate import age_metrics, main
+from trainer.cli.evaluate import main
+from trainer.evaluation.metrics import age_metrics
 
 
 def test_age_metrics_by_hand() -> None:

@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 
 from core.artifact import read_metadata
-from trainer import export as export_module
-from trainer.export import ExportCheckError, export, face_chips, main
-from trainer.export_formats import FORMATS, SUFFIXES, run_export
+from trainer.cli.export import main
+from trainer.export import export as export_module
+from trainer.export.export import ExportCheckError, export, face_chips
+from trainer.export.formats import FORMATS, SUFFIXES, run_export
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = ROOT / "models" / "default.h5"

@@ -11,9 +11,9 @@ from PIL import Image
 
 from core.artifact import load_model, save_model
 from core.face import FaceAligner
-from trainer.backbones.dlib_dat import read_dlib_net
-from trainer.backbones.face_resnet import build_descriptor_model, dlib_weights_path, load_dlib_weights
-from trainer.model import build_model
+from trainer.model.backbones.dlib_dat import read_dlib_net
+from trainer.model.backbones.face_resnet import build_descriptor_model, dlib_weights_path, load_dlib_weights
+from trainer.model.build import build_model
 
 
 @pytest.fixture(scope="module")

@@ -14,9 +14,9 @@ import pytest
 
 from core.coral import coral_loss
 from core.errors import ConfigError
-from trainer.config import load_config
-from trainer.model import build_model
-from trainer.optim import BackboneScaledAdamW, freeze_callbacks, make_optimizer
+from trainer.model.build import build_model
+from trainer.model.optimiser import BackboneScaledAdamW, freeze_callbacks, make_optimizer
+from trainer.training.config import load_config
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -126,7 +126,7 @@ def test_imagenet_offline_stops_in_one_line_with_exit_2(tmp_path: Path) -> None:
         "TF_CPP_MIN_LOG_LEVEL": "3",
     }
     result = subprocess.run(
-        [sys.executable, "-m", "trainer.train", "--config", str(path)],
+        [sys.executable, "-m", "trainer.cli.train", "--config", str(path)],
         capture_output=True,
         text=True,
         env=env,

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from core.coral import CoralLayer
-from trainer.model import ARCHITECTURES, build_model
+from trainer.model.build import ARCHITECTURES, build_model
 
 CASES = [(arch, sub) for arch, subs in ARCHITECTURES.items() for sub in subs]
 

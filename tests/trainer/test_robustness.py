@@ -10,7 +10,7 @@ import tensorflow as tf
 from PIL import Image
 
 from core.face import FaceAligner
-from trainer.robustness import DEGRADATIONS, Robustness, degrade
+from trainer.data.augmentation import DEGRADATIONS, Robustness, degrade
 
 
 @pytest.fixture(scope="module")

@@ -9,9 +9,9 @@ import pytest
 
 from core.artifact import save_model
 from tests.synthetic import synthetic_faces
-from trainer.model import build_model
-from trainer.robustness import DEGRADATIONS
-from trainer.robustness_report import main
+from trainer.cli.robustness import main
+from trainer.data.augmentation import DEGRADATIONS
+from trainer.model.build import build_model
 
 
 def test_reports_every_degradation_with_its_delta(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -17,12 +17,13 @@ from PIL import Image
 from core.artifact import REQUIRED_KEYS, read_metadata
 from core.coral import coral_loss, importance_weights
 from tests.synthetic import synthetic_faces
-from trainer.config import load_config
-from trainer.data import load_table
-from trainer.evaluate import AgeMAE, AgeRMSE
-from trainer.fitting import init_coral_biases
-from trainer.model import build_model
-from trainer.train import main, train
+from trainer.cli.train import main
+from trainer.data.dataset import load_table
+from trainer.evaluation.metrics import AgeMAE, AgeRMSE
+from trainer.model.build import build_model
+from trainer.training.config import load_config
+from trainer.training.fit import init_coral_biases
+from trainer.training.job import train
 
 REPO = Path(__file__).resolve().parents[2]
 UTKFACE = REPO.parent / "shared" / "data" / "utkface"
@@ -166,7 +167,7 @@ def test_mirrored_strategy_trains_and_saves_on_two_logical_cpus(tmp_path: Path) 
         "import sys, tensorflow as tf\n"
         "cpu = tf.config.list_physical_devices('CPU')[0]\n"
         "tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)\n"
-        "from trainer.train import main\n"
+        "from trainer.cli.train import main\n"
         f"sys.exit(main(['--config', {str(config)!r}]))\n"
     )
     env = os.environ | {"TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(REPO)}

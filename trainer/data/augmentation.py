@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import tensorflow as tf
 
 if TYPE_CHECKING:
-    from trainer.config import TrainConfig
+    from trainer.training.config import TrainConfig
 
 __all__ = ["DEGRADATIONS", "Robustness", "degrade"]
 

@@ -16,7 +16,7 @@ import pandas as pd
 import tensorflow as tf
 
 from core.errors import ConfigError
-from trainer.robustness import Robustness
+from trainer.data.augmentation import Robustness
 
 REQUIRED_COLUMNS = ("ID", "Path", "Age")
 # Leading bytes of the formats tf.io.decode_image reads; anything else is skipped before training starts.

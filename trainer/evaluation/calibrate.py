@@ -1,4 +1,4 @@
-"""Calibrated age intervals for a trained model, and ``age-calibrate``, which recalibrates an existing ``.h5``.
+"""Calibrated age intervals for a trained model, and the work of ``age-calibrate``, which recalibrates a ``.h5``.
 
 ``age-calibrate --model M.h5 --csv C --images D [--aligned] [--out NEW.h5]`` scores the labelled photos (or, with
 ``--aligned``, chips) of ``C``, fits the split-conformal calibration of ``core.distribution`` on them and writes it
@@ -11,11 +11,9 @@ range are moved onto its ends (the model cannot say more) and counted as ``outsi
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
-import sys
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
@@ -25,27 +23,12 @@ import numpy as np
 
 from core.artifact import METADATA_ATTR, read_metadata
 from core.coral import probas_from_logits
-from core.distribution import CALIBRATION_KEY, Calibration, interval_report
-from core.errors import AgeEstimationError, ConfigError
+from core.distribution import CALIBRATION_KEY, REPORTED_COVERAGES, Calibration, interval_report
+from core.errors import ConfigError
+from trainer.data.labels import read_age_csv
+from trainer.evaluation.scoring import image_batches, predict_logits
 
-__all__ = ["calibrate_model", "calibrate_splits", "fit_calibration", "main", "predict_logits"]
-
-REPORTED_COVERAGES = (0.5, 0.8, 0.9, 0.95)
-
-
-def predict_logits(
-    model: Any, batches: Iterable[tuple[Any, Any]], progress: bool = False
-) -> tuple[np.ndarray, np.ndarray]:
-    """Run ``model`` over ``(images, targets)`` batches; return ``(targets (N,), logits (N, K-1) float32)``."""
-    from tqdm import tqdm
-
-    targets, logits = [], []
-    for images, batch_targets in tqdm(batches, unit="batch", file=sys.stderr, disable=not progress):
-        logits.append(np.asarray(model.predict_on_batch(images), dtype=np.float32))
-        targets.append(np.asarray(batch_targets).reshape(-1))
-    if not targets:
-        return np.zeros(0), np.zeros((0, int(model.output_shape[-1])), dtype=np.float32)
-    return np.concatenate(targets), np.concatenate(logits)
+__all__ = ["calibrate_model", "calibrate_splits", "fit_calibration"]
 
 
 def fit_calibration(logits: np.ndarray, ages: np.ndarray, start_label: int, source: str) -> Calibration:
@@ -100,7 +83,6 @@ def calibrate_model(
 ) -> tuple[Path, dict[str, Any]]:
     """Fit the calibration of ``model_path`` on a labelled CSV and write it; return ``(written file, summary)``."""
     from core.artifact import load_model
-    from trainer.evaluate import image_batches, read_age_csv
 
     target = out or model_path
     if target.suffix != ".h5":
@@ -125,27 +107,3 @@ def calibrate_model(
         "raw_intervals": interval_report(probas_from_logits(logits), ranks, None, REPORTED_COVERAGES),
     }
     return written, summary
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``age-calibrate``; exit code 2 on a bad argument, file or model."""
-    parser = argparse.ArgumentParser(prog="age-calibrate", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", required=True, type=Path, help="the .h5 to calibrate")
-    parser.add_argument("--csv", required=True, type=Path, help="CSV with Path,Age (Path relative to --images)")
-    parser.add_argument("--images", required=True, type=Path, help="folder the CSV's paths are relative to")
-    parser.add_argument("--aligned", action="store_true", help="images are aligned chips: resize, do not detect")
-    parser.add_argument("--out", type=Path, help="write the calibrated model here instead of updating --model")
-    parser.add_argument("--batch-size", type=int, default=64, help="images per forward pass (default 64)")
-    args = parser.parse_args(argv)
-    try:
-        path, summary = calibrate_model(args.model, args.csv, args.images, args.aligned, args.out, args.batch_size)
-    except AgeEstimationError as exc:
-        print(f"age-calibrate: error: {exc}", file=sys.stderr)
-        return 2
-    print(json.dumps(summary))
-    print(f"saved: {path}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,7 +1,7 @@
 """``age-robustness --model FILE.h5 --csv FILE --images DIR``: how a model holds up on degraded copies of its chips.
 
 Scores the model on the aligned chips the CSV lists (``Path``, ``Age``; as ``age-align`` writes them, or a run's
-``val.csv`` / ``test.csv`` with ``--images /``) and on fixed copies of them (``trainer.robustness.DEGRADATIONS``:
+``val.csv`` / ``test.csv`` with ``--images /``) and on fixed copies of them (``trainer.data.augmentation.DEGRADATIONS``:
 greyscale, blurred, JPEG at quality 20, a face downscaled to 40 px), and prints one JSON object: for each copy
 ``mae``, ``rmse``, ``cs5``, ``n``, ``mae_per_decade`` and ``mae_delta``, the MAE it adds over the clean chips.
 Select models on a validation split's copies, never on the held-out split's. ``--out FILE`` also writes the JSON.
@@ -9,15 +9,13 @@ Select models on a validation split's copies, never on the held-out split's. ``-
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
 
 from core.errors import AgeEstimationError
 
-__all__ = ["main", "robustness_scores"]
+__all__ = ["robustness_scores"]
 
 
 def robustness_scores(model_path: Path, csv_path: Path, images: Path, batch_size: int = 64) -> dict[str, Any]:
@@ -26,8 +24,10 @@ def robustness_scores(model_path: Path, csv_path: Path, images: Path, batch_size
     import tensorflow as tf
 
     from core.artifact import load_model, read_metadata
-    from trainer.evaluate import age_metrics, aligned_batches, predict_batches, read_age_csv
-    from trainer.robustness import DEGRADATIONS, degrade
+    from trainer.data.augmentation import DEGRADATIONS, degrade
+    from trainer.data.labels import read_age_csv
+    from trainer.evaluation.metrics import age_metrics
+    from trainer.evaluation.scoring import aligned_batches, predict_batches
 
     meta = read_metadata(model_path)
     model = load_model(model_path)
@@ -47,29 +47,3 @@ def robustness_scores(model_path: Path, csv_path: Path, images: Path, batch_size
             results[name]["mae_delta"] = round(results[name]["mae"] - results["clean"]["mae"], 4)
         print(f"{name}: MAE {results[name]['mae']}", file=sys.stderr)
     return results
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``age-robustness``; exit code 2 on a bad model, CSV or folder."""
-    parser = argparse.ArgumentParser(prog="age-robustness", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", required=True, type=Path, help="a .h5 saved by age-train or age-ensemble")
-    parser.add_argument("--csv", required=True, type=Path, help="CSV of aligned chips with Path,Age")
-    parser.add_argument("--images", required=True, type=Path, help="folder the CSV's paths are relative to")
-    parser.add_argument("--batch-size", type=int, default=64, help="chips per forward pass (default 64)")
-    parser.add_argument("--out", type=Path, help="also write the JSON to this file")
-    args = parser.parse_args(argv)
-    try:
-        results = robustness_scores(args.model, args.csv, args.images, args.batch_size)
-    except AgeEstimationError as exc:
-        print(f"age-robustness: error: {exc}", file=sys.stderr)
-        return 2
-    text = json.dumps(results, indent=2)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
-    print(text)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -2,7 +2,7 @@
 
 ResNet 18 and 34 use basic blocks (He et al. 2016, Table 1), which ``keras.applications`` lacks, so they are built
 here; ResNet 50/101/152 and VGG 16/19 come from ``keras.applications`` (from scratch, or with ImageNet weights or a
-weights file, ``pretrained``); ``face_resnet`` 29 is dlib's face-recognition network (``trainer.backbones``), with
+weights file, ``pretrained``); ``face_resnet`` 29 is dlib's face-recognition network (``trainer.model.backbones``), with
 dlib's weights by default. Every network ends in global average pooling and ``core.coral.CoralLayer``. Pixel
 scaling is the model's first layer (each backbone's own: [-1, 1] from scratch, ImageNet's "caffe" means for
 ImageNet weights, dlib's means for face_resnet): callers feed RGB float in 0..255 and trainer and service cannot
@@ -19,8 +19,8 @@ from keras import layers
 
 from core.coral import CoralLayer
 from core.layers import CaffePreprocess
-from trainer.backbones.face_resnet import face_resnet, load_dlib_weights
-from trainer.config import ARCHITECTURES
+from trainer.model.backbones.face_resnet import face_resnet, load_dlib_weights
+from trainer.training.config import ARCHITECTURES
 
 __all__ = ["ARCHITECTURES", "build_model"]
 

@@ -25,16 +25,14 @@ default model: validation MAE 5.50 either way).
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from core.errors import AgeEstimationError, ConfigError
+from core.errors import ConfigError
 
-__all__ = ["COMPATIBLE_KEYS", "build_ensemble", "ensemble_metadata", "main"]
+__all__ = ["COMPATIBLE_KEYS", "build_ensemble", "ensemble_metadata", "make_ensemble"]
 
 COMPATIBLE_KEYS = (
     "start_label",
@@ -62,7 +60,7 @@ def ensemble_metadata(paths: list[Path], metadatas: list[dict[str, Any]]) -> dic
                     f"--models: {path.name} has {key}={json.dumps(meta.get(key))} but {first.name} has "
                     f"{key}={json.dumps(reference.get(key))}; members must align faces and decode ages alike"
                 )
-    from trainer.train import shown_path
+    from trainer.training.run_folder import shown_path
 
     merged = {key: value for key, value in reference.items() if key not in ("test_metrics", "run_dir", "created")}
     if isinstance(merged.get("trained_on"), str):
@@ -178,8 +176,10 @@ def score(model: Any, metadata: dict[str, Any], csv_path: Path, images: Path) ->
     """MAE, RMSE, CS@5 of ``model`` on aligned chips listed in ``csv_path`` (``Path`` relative to ``images``), and
     the calibration fitted on them (``core.distribution.Calibration``)."""
     from core.coral import labels_from_probas, probas_from_logits
-    from trainer.calibrate import fit_calibration, predict_logits
-    from trainer.evaluate import age_metrics, aligned_batches, read_age_csv
+    from trainer.data.labels import read_age_csv
+    from trainer.evaluation.calibrate import fit_calibration
+    from trainer.evaluation.metrics import age_metrics
+    from trainer.evaluation.scoring import aligned_batches, predict_logits
 
     table = read_age_csv(csv_path, images)
     batches, usable, _ = aligned_batches(table, int(metadata["img_size"]), 64)
@@ -190,41 +190,3 @@ def score(model: Any, metadata: dict[str, Any], csv_path: Path, images: Path) ->
     start = int(metadata["start_label"])
     predicted = start + labels_from_probas(probas_from_logits(logits), float(metadata["threshold"]))
     return age_metrics(truth, predicted), fit_calibration(logits, truth, start, csv_path.name)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``age-ensemble``; exit code 2 on a bad argument, file or mismatched members."""
-    parser = argparse.ArgumentParser(prog="age-ensemble", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models", required=True, nargs="+", type=Path, help="two or more .h5 files from age-train")
-    parser.add_argument("--out", required=True, type=Path, help="the ensemble .h5 to write (atomically)")
-    parser.add_argument("--csv", type=Path, help="optional: aligned chips to score it on (Path, Age)")
-    parser.add_argument("--images", type=Path, help="folder the --csv paths are relative to")
-    parser.add_argument(
-        "--calibrate-csv", type=Path, help="aligned chips (under --images) to calibrate intervals on; default: --csv"
-    )
-    parser.add_argument(
-        "--drop-flip",
-        action="store_true",
-        help="use each member without its mirror-image averaging: half the forward passes per face",
-    )
-    args = parser.parse_args(argv)
-    try:
-        path, meta, scores = make_ensemble(
-            args.models, args.out, args.csv, args.images, args.drop_flip, args.calibrate_csv
-        )
-    except AgeEstimationError as exc:
-        print(f"age-ensemble: error: {exc}", file=sys.stderr)
-        return 2
-    resized = [f"{m['file']} ({m['img_size']} px)" for m in meta["members"] if m["img_size"] != meta["img_size"]]
-    if resized:
-        print(f"chips: {meta['img_size']} px, resized in the model for {', '.join(resized)}")
-    if scores is not None:
-        print(f"ensemble: MAE {scores['mae']} RMSE {scores['rmse']} CS@5 {scores['cs5']} (n {scores['n']})")
-    if "calibration" in meta:
-        print(f"calibrated on {meta['calibration']['source']} ({meta['calibration']['n']} faces)")
-    print(f"saved: {path}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

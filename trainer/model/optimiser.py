@@ -15,7 +15,7 @@ from typing import Any
 
 import keras
 
-from trainer.config import TrainConfig
+from trainer.training.config import TrainConfig
 
 __all__ = ["BackboneFreeze", "BackboneScaledAdamW", "freeze_callbacks", "make_optimizer"]
 

@@ -1,7 +1,7 @@
 """Where a backbone's pretrained weights come from, checked before any work so that a missing file costs a second.
 
 ``pretrained`` (train config): ``None`` trains from scratch; ``"dlib"`` takes dlib's face-recognition weights from
-the installed ``face-recognition-models`` package (read by ``trainer.backbones.dlib_dat``; no download);
+the installed ``face-recognition-models`` package (read by ``trainer.model.backbones.dlib_dat``; no download);
 ``"imagenet"`` takes ``keras.applications``' ImageNet weights, which Keras downloads on first use into
 ``~/.keras/models`` (an offline machine needs them copied there first); any other value is a file path.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from core.errors import ConfigError
-from trainer.config import TrainConfig
+from trainer.training.config import TrainConfig
 
 __all__ = ["check_pretrained", "pretrained_name"]
 
@@ -25,7 +25,7 @@ def check_pretrained(config: TrainConfig) -> None:
     if config.pretrained is None:
         return
     if config.pretrained == "dlib":
-        from trainer.backbones.face_resnet import dlib_weights_path
+        from trainer.model.backbones.face_resnet import dlib_weights_path
 
         try:
             path = dlib_weights_path()
@@ -41,7 +41,7 @@ def check_pretrained(config: TrainConfig) -> None:
 def _fetch_imagenet(config: TrainConfig) -> None:
     import keras
 
-    from trainer.model import _applications
+    from trainer.model.build import _applications
 
     constructor = _applications()[(config.arch_type, config.arch_subtype)]
     try:

@@ -13,8 +13,8 @@ from typing import Any
 
 import keras
 
-from trainer.config import TrainConfig
-from trainer.report import read_history
+from trainer.evaluation.plots import read_history
+from trainer.training.config import TrainConfig
 
 
 class ResumableEarlyStopping(keras.callbacks.EarlyStopping):

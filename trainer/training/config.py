@@ -48,7 +48,7 @@ class TrainConfig(BaseModel):
     arch_type: Literal["resnet", "vgg", "face_resnet"] = "resnet"
     arch_subtype: int = 50
     # None: from scratch; "dlib": dlib's face-recognition weights (face_resnet, the default there); "imagenet":
-    # keras.applications' weights; any other string: a weights file (see trainer.pretrained).
+    # keras.applications' weights; any other string: a weights file (see trainer.model.pretrained).
     pretrained: str | None = None
     freeze_backbone_epochs: int = Field(default=0, ge=0)
     backbone_learning_rate: float | None = Field(default=None, gt=0.0, le=1.0)

@@ -1,6 +1,6 @@
 """The build and fit steps of ``age-train``: the datasets, the compiled CORAL network, ``fit``, the serving copy.
 
-Everything here runs after the distribution strategy exists (``trainer.distribute.choose_strategy``), which
+Everything here runs after the distribution strategy exists (``trainer.training.distribute.choose_strategy``), which
 ``MultiWorkerMirroredStrategy`` needs before anything touches TensorFlow's context.
 """
 
@@ -18,14 +18,14 @@ import tensorflow as tf
 
 from core.coral import CoralLayer, coral_loss, importance_weights, levels_from_labels
 from core.tta import with_flip_averaging
-from trainer.callbacks import training_callbacks
-from trainer.config import TrainConfig
-from trainer.data import make_dataset
-from trainer.evaluate import AgeMAE, AgeRMSE
-from trainer.model import build_model, is_whole_model_weights
-from trainer.optim import freeze_callbacks, make_optimizer
-from trainer.robustness import Robustness
-from trainer.run_folder import Run
+from trainer.data.augmentation import Robustness
+from trainer.data.dataset import make_dataset
+from trainer.evaluation.metrics import AgeMAE, AgeRMSE
+from trainer.model.build import build_model, is_whole_model_weights
+from trainer.model.optimiser import freeze_callbacks, make_optimizer
+from trainer.training.callbacks import training_callbacks
+from trainer.training.config import TrainConfig
+from trainer.training.run_folder import Run
 
 BASIC_RESNETS = (18, 34)
 

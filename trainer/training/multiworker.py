@@ -3,7 +3,7 @@
 Keras 3.15's ``fit`` cannot run a multi-worker step: its data adapter tries to convert the distributed
 ``(images, labels)`` batch to a tensor ("Attempt to convert a value (PerReplica ...", keras-team/keras#20585).
 So with more than one worker, and only then, ``age-train`` trains with the loop below; one machine (one device or
-``MirroredStrategy``) keeps ``trainer.fitting.fit``.
+``MirroredStrategy``) keeps ``trainer.training.fit.fit``.
 
 What the loop does the same as ``fit``: the compiled model, optimiser (learning-rate schedule, backbone freeze,
 loss scaling under mixed precision) and CORAL loss; ``steps_per_epoch = ceil(n_train / batch_size)`` steps of one
@@ -31,13 +31,13 @@ import keras
 import tensorflow as tf
 
 from core.errors import ConfigError
-from trainer.callbacks import ResumableEarlyStopping, training_callbacks
-from trainer.config import TrainConfig
-from trainer.data import make_dataset
-from trainer.distribute import is_chief
-from trainer.optim import freeze_callbacks
-from trainer.robustness import Robustness
-from trainer.run_folder import Run
+from trainer.data.augmentation import Robustness
+from trainer.data.dataset import make_dataset
+from trainer.model.optimiser import freeze_callbacks
+from trainer.training.callbacks import ResumableEarlyStopping, training_callbacks
+from trainer.training.config import TrainConfig
+from trainer.training.distribute import is_chief
+from trainer.training.run_folder import Run
 
 SUM = tf.distribute.ReduceOp.SUM
 

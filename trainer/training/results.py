@@ -14,14 +14,14 @@ import numpy as np
 import tensorflow as tf
 
 from core.artifact import save_model
-from trainer.calibrate import calibrate_splits
-from trainer.config import TrainConfig
-from trainer.evaluate import age_metrics, predict_batches
-from trainer.fitting import BASIC_RESNETS
-from trainer.pretrained import pretrained_name
-from trainer.report import read_history, write_plots
-from trainer.run_folder import Run
-from trainer.train import shown_path
+from trainer.evaluation.calibrate import calibrate_splits
+from trainer.evaluation.metrics import age_metrics
+from trainer.evaluation.plots import read_history, write_plots
+from trainer.evaluation.scoring import predict_batches
+from trainer.model.pretrained import pretrained_name
+from trainer.training.config import TrainConfig
+from trainer.training.fit import BASIC_RESNETS
+from trainer.training.run_folder import Run, shown_path
 
 
 def _versions() -> dict[str, str]:

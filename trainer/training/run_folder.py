@@ -14,8 +14,8 @@ from typing import Any
 
 import pandas as pd
 
-from trainer.config import TrainConfig, resolve_alignment
-from trainer.data import DataSummary, split_by_id
+from trainer.data.dataset import DataSummary, split_by_id
+from trainer.training.config import TrainConfig, resolve_alignment
 
 SPLITS = ("train", "val", "test")
 
@@ -94,3 +94,11 @@ def _write_config(config: TrainConfig, run: Run) -> None:
 
         with tf.summary.create_file_writer(str(run.run_dir / "logs" / "config")).as_default():
             tf.summary.text("config", f"```\n{text}\n```", step=0)
+
+
+def shown_path(path: str | Path) -> str:
+    """``path`` relative to the working directory when it lies below it, so a shipped model names no home folder."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)

@@ -27,7 +27,7 @@ import keras
 from keras import layers
 
 from core.layers import Affine, ZeroPadAdd
-from trainer.backbones.dlib_dat import read_dlib_net
+from trainer.model.backbones.dlib_dat import read_dlib_net
 
 __all__ = ["FACE_RESNET_SIZE", "build_descriptor_model", "dlib_weights_path", "face_resnet", "load_dlib_weights"]
 
