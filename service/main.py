@@ -3,7 +3,8 @@
 Start-up: the lifespan opens the detection pool and loads the model, the dlib aligner and the micro-batcher in the
 background, so ``GET /health`` answers 503 while that runs and 200 once one warm-up prediction has passed. Nothing
 happens at import time. ``age-serve`` checks the predict config and the model file's metadata before starting
-uvicorn, so a missing, corrupt or mismatched model ends the process with one line and exit status 1.
+uvicorn, so a missing, corrupt or mismatched model ends the process with one line and exit status 1. Once serving,
+``SIGHUP`` (and ``MODEL_POLL_SECONDS``) loads a newer model version beside the current one (``service.reloader``).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import argparse
 import asyncio
 import copy
 import logging
+import signal
 import sys
 import threading
 from collections.abc import AsyncIterator, Callable
@@ -26,14 +28,15 @@ from fastapi.staticfiles import StaticFiles
 
 from core.errors import AgeEstimationError
 from service.alignment import Aligner, aligner_from_metadata
-from service.batching import MicroBatcher
 from service.connections import AcceptErrorFilter, guarded_h11, raise_open_file_limit
 from service.errors import install_error_handlers
 from service.guards import RequestGuardMiddleware
 from service.metrics import RequestMetricsMiddleware, ServiceMetrics
+from service.model_repository import ModelSource
+from service.reloader import ModelReloader, predictor_loader
 from service.routes import batch, model_info, page, predict, probes, status
 from service.runtime import Runtime
-from service.settings import ServiceSettings, choose_model, load_settings
+from service.settings import ServiceSettings, load_settings
 
 if TYPE_CHECKING:
     from service.predictor import Predictor
@@ -47,16 +50,24 @@ FatalHandler = Callable[[str], None]
 def create_app(settings: ServiceSettings | None = None, on_fatal: FatalHandler | None = None) -> FastAPI:
     """Build the app. ``settings`` default to the environment; ``on_fatal`` is told if loading the model fails."""
     runtime = Runtime(settings=settings or load_settings(), metrics=ServiceMetrics())
+    runtime.reloader = ModelReloader(runtime, ModelSource(runtime.settings), predictor_loader(runtime))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         runtime.detect_pool = ThreadPoolExecutor(runtime.settings.detect_workers, thread_name_prefix="detect")
+        # Before the load, so that a SIGHUP during it is a reload request once serving, not the end of the process.
+        reloader, loop = runtime.reloader, asyncio.get_running_loop()
+        listening = reloader is not None and reloader.listen(loop)
         loading = asyncio.create_task(_start(runtime, on_fatal), name="load-model")
         try:
             yield
         finally:
             loading.cancel()
             await asyncio.gather(loading, return_exceptions=True)
+            if listening:
+                loop.remove_signal_handler(signal.SIGHUP)
+            if reloader is not None:
+                await reloader.stop()
             if runtime.batcher is not None:
                 await runtime.batcher.stop()
             runtime.detect_pool.shutdown(wait=False, cancel_futures=True)
@@ -90,14 +101,8 @@ async def _start(runtime: Runtime, on_fatal: FatalHandler | None) -> None:
     """Load, warm up and publish the model, aligner and batcher; on failure record the reason."""
     settings = runtime.settings
     try:
-        model_file, predictor, aligner = await asyncio.to_thread(_load, settings)
-        batcher = MicroBatcher(
-            predictor.logits,
-            max_size=settings.batch_max_size,
-            max_wait_s=settings.batch_max_wait_ms / 1000.0,
-            on_batch=runtime.metrics.observe_batch,
-        )
-        await batcher.start()
+        model_file, predictor, aligner = await asyncio.to_thread(_load, runtime)
+        served = await runtime.serve(predictor)
         await _give_every_worker_an_aligner(runtime.detect_pool, aligner, settings.detect_workers)
     except (AgeEstimationError, OSError, ValueError, threading.BrokenBarrierError) as exc:
         _fail(runtime, on_fatal, f"cannot start: {exc}")
@@ -108,8 +113,11 @@ async def _start(runtime: Runtime, on_fatal: FatalHandler | None) -> None:
         logger.debug("start-up failed", exc_info=exc)
         _fail(runtime, on_fatal, f"cannot start: {type(exc).__name__}: {exc}")
         return
-    runtime.predictor, runtime.aligner, runtime.batcher = predictor, aligner, batcher
-    logger.info("ready: serving %s on %s", model_file, predictor.device)
+    runtime.aligner = aligner
+    runtime.swap(served)
+    logger.info("ready: serving %s (%s) on %s", predictor.model_id, model_file, predictor.device)
+    if runtime.reloader is not None:
+        runtime.reloader.start(settings.model_poll_seconds)
 
 
 def _fail(runtime: Runtime, on_fatal: FatalHandler | None, reason: str) -> None:
@@ -120,13 +128,12 @@ def _fail(runtime: Runtime, on_fatal: FatalHandler | None, reason: str) -> None:
         logger.error("%s", runtime.error)
 
 
-def _load(settings: ServiceSettings) -> tuple[Path, Predictor, Aligner]:
-    # TensorFlow is imported here, not at module level, so that `age-serve` refuses a bad config in a blink.
-    from service.predictor import load_predictor
-
-    choice = choose_model(settings)
-    predictor = load_predictor(choice, settings.max_interval_width, settings.model_precision, settings.model_threads)
-    return choice.model_file, predictor, aligner_from_metadata(choice.metadata, settings.max_faces)
+def _load(runtime: Runtime) -> tuple[Path, Predictor, Aligner]:
+    # TensorFlow is imported by the loader, not at module level, so that `age-serve` refuses a bad config in a blink.
+    assert runtime.reloader is not None
+    predictor = runtime.reloader.source.load_first(predictor_loader(runtime))
+    assert predictor.identity is not None
+    return predictor.identity.file, predictor, aligner_from_metadata(predictor.metadata, runtime.settings.max_faces)
 
 
 async def _give_every_worker_an_aligner(pool: ThreadPoolExecutor | None, aligner: Aligner, workers: int) -> None:
@@ -163,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
     try:
         settings = load_settings(model_path=args.model, predict_config=args.config)
-        choose_model(settings)
+        ModelSource(settings).preflight()
     except AgeEstimationError as exc:
         print(f"age-serve: {exc}", file=sys.stderr)
         return 1

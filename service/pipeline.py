@@ -20,7 +20,7 @@ from core.errors import NoFaceError
 from core.image import Decoded, decode_reduced
 from service.alignment import AlignedFace, Aligner, full_size_box
 from service.options import AnswerOptions
-from service.runtime import Runtime
+from service.runtime import Runtime, ServedModel
 from service.schemas import PredictResponse
 
 T = TypeVar("T")
@@ -71,15 +71,24 @@ def _decode_and_align(
 async def answer(
     runtime: Runtime, aligner: Aligner, data: bytes, options: AnswerOptions, aligned: bool = False
 ) -> PredictResponse:
-    """The ``POST /predict`` body for the image ``data``; ``core`` errors (bad image, no face) propagate."""
+    """The ``POST /predict`` body for the image ``data``; ``core`` errors (bad image, no face) propagate.
+
+    The whole request runs on the model serving when it began, even if a new version is swapped in meanwhile.
+    """
+    with runtime.use() as served:
+        return await _answer_on(served, runtime, aligner, data, options, aligned)
+
+
+async def _answer_on(
+    served: ServedModel, runtime: Runtime, aligner: Aligner, data: bytes, options: AnswerOptions, aligned: bool
+) -> PredictResponse:
     settings, metrics = runtime.settings, runtime.metrics
-    assert runtime.predictor is not None
-    assert runtime.batcher is not None
+    predictor, batcher = served.predictor, served.batcher
     loop = asyncio.get_running_loop()
     decode = metrics.stage_seconds.labels(stage="decode")
     detect = metrics.stage_seconds.labels(stage="detect")
     boxes: Sequence[Sequence[int]]
-    with runtime.batcher.expecting():
+    with batcher.expecting():
         # A large photo is decoded reduced (JPEG at 1/2..1/8 scale by draft): detection never looks at the rest.
         side = None if aligned else settings.decode_side
         # Decoding and detection share one trip to the pool: each hand-off costs the event loop and the GIL.
@@ -88,7 +97,7 @@ async def answer(
         )
         rgb = decoded.rgb
         if aligned:
-            boxes, chips = whole_image_chip(rgb, runtime.predictor.img_size)
+            boxes, chips = whole_image_chip(rgb, predictor.img_size)
         else:
             faces = found
             metrics.faces_per_image.observe(len(faces))
@@ -99,5 +108,5 @@ async def answer(
             faces = list(faces)[: settings.max_faces]
             boxes = [full_size_box(face.box, decoded.factor, decoded.full_size) for face in faces]
             chips = np.stack([face.chip for face in faces])
-        logits = runtime.batcher.enqueue(chips)
-    return runtime.predictor.response(boxes, await logits, options)
+        logits = batcher.enqueue(chips)
+    return predictor.response(boxes, await logits, options)

@@ -17,6 +17,7 @@ from core.artifact import load_model
 from core.coral import labels_from_probas, probas_from_logits
 from core.distribution import Calibration, age_probas, central_interval, interval_mass, p_at_least
 from core.fold import fold_affine
+from service.model_repository import ModelIdentity
 from service.options import AnswerOptions
 from service.schemas import FacePrediction, PredictResponse
 from service.settings import ModelChoice
@@ -34,6 +35,7 @@ class Predictor:
         threshold: default decision threshold in (0, 1) (the predict config's, which overrides the model's).
         device: where the model runs, for ``GET /health``, e.g. ``"CPU"``.
         max_interval_width: faces whose ``age_interval`` is wider (years, ``high - low``) are ``uncertain``.
+        identity: the loaded file's identity (``load_predictor`` computes it); ``model_id`` is its id.
     """
 
     def __init__(
@@ -43,7 +45,10 @@ class Predictor:
         threshold: float,
         device: str,
         max_interval_width: float | None = None,
+        identity: ModelIdentity | None = None,
     ) -> None:
+        self.identity = identity
+        self.model_id = identity.id if identity is not None else "unidentified"
         self.metadata = dict(metadata)
         self.calibration = Calibration.from_metadata(metadata)
         self.max_interval_width = max_interval_width
@@ -141,6 +146,9 @@ def load_predictor(
 ) -> Predictor:
     """Load the chosen model once and warm it up; ``ModelFileError`` when the file cannot be loaded.
 
+    The file is hashed before it is loaded, and refused if it changed meanwhile, so ``predictor.model_id`` names
+    exactly the weights loaded.
+
     ``precision="bfloat16"`` lets oneDNN run the forward pass in bfloat16 (a process-wide graph rewrite);
     ``threads`` as in :func:`configure_device`.
     """
@@ -148,7 +156,9 @@ def load_predictor(
     if precision == "bfloat16":
         tf.config.optimizer.set_experimental_options({"auto_mixed_precision_onednn_bfloat16": True})
     # Folding each Affine into its convolution is exact and saves ~15% of a face_resnet forward pass.
+    identity = ModelIdentity.of(choice)
     model = fold_affine(load_model(choice.model_file))
-    predictor = Predictor(model, choice.metadata, choice.config.threshold, device, max_interval_width)
+    identity.check_unchanged()
+    predictor = Predictor(model, choice.metadata, choice.config.threshold, device, max_interval_width, identity)
     predictor.warm_up()
     return predictor

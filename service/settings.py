@@ -61,6 +61,13 @@ class ServiceSettings(BaseSettings):
     model_precision: Literal["float32", "bfloat16"] = Field(
         default="float32", description="the forward pass's arithmetic on a CPU: float32 or oneDNN bfloat16"
     )
+    # TF Serving's layout: numbered version folders, the highest served; a new one is loaded beside the current one.
+    model_repository: Path | None = Field(
+        default=None, description="folder of versions DIR/<n>/model.h5; the highest n is served (not with MODEL_PATH)"
+    )
+    model_poll_seconds: float | None = Field(
+        default=None, gt=0, description="look for a newer model this often, s (default: only on SIGHUP)"
+    )
 
 
 def load_settings(**overrides: Any) -> ServiceSettings:
@@ -156,6 +163,10 @@ class ModelChoice:
     config_file: Path
     model_file: Path
     metadata: dict[str, Any]
+    name: str = ""
+    """What the model is called in its id: the repository folder's name, else the file's stem."""
+    version: int | None = None
+    """The repository version folder's number; ``None`` for a single file."""
 
 
 def choose_model(settings: ServiceSettings) -> ModelChoice:

@@ -1,39 +1,25 @@
 """``GET /model``: what a client needs to know about the model served, and which file it is exactly.
 
-The ``sha256`` of the ``.h5`` names the weights unambiguously (two files called ``default.h5`` may differ); the rest
-says how to cut chips for it (``img_size``, ``chip_padding``, ``detector``, ``upsample``, as ``core.face`` does),
-how to read its answers (label range, served threshold, calibration) and how well it did on its test split.
+Everything comes from the model as loaded, never from the disk now: its id and ``sha256`` were computed from the
+file's bytes when it was loaded (``service.model_repository.ModelIdentity``), so after the file is replaced, or a new
+version appears, ``/model`` names the weights that still answer until the new ones are loaded and swapped in. The
+rest says how to cut chips for it (``img_size``, ``chip_padding``, ``detector``, ``upsample``, as ``core.face``
+does), how to read its answers (label range, served threshold, calibration) and how well it did on its test split.
 """
 
 from __future__ import annotations
 
-import asyncio
-import functools
-from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter
 
-from core import artifact
 from core.distribution import Calibration
-from service.runtime import ReadyRuntimeDep
+from service.runtime import ReadyRuntimeDep, Runtime
 from service.schemas import ErrorResponse
-from service.settings import load_predict_config
 
 router = APIRouter()
 
 COVERAGES = (0.5, 0.8, 0.9, 0.95)
-
-
-@functools.lru_cache(maxsize=4)
-def _sha256(path: Path, mtime_ns: int, size: int) -> str:
-    """Hex SHA-256 of ``path``; the cache key includes its modification time and size, so a new file is hashed."""
-    return artifact.file_sha256(path)
-
-
-def file_sha256(path: Path) -> str:
-    stat = path.stat()
-    return _sha256(path.resolve(), stat.st_mtime_ns, stat.st_size)
 
 
 def calibration_summary(metadata: dict[str, Any]) -> dict[str, Any] | None:
@@ -50,11 +36,13 @@ def calibration_summary(metadata: dict[str, Any]) -> dict[str, Any] | None:
     }
 
 
-def model_file(settings: Any) -> Path:
-    """The ``.h5`` the service was started with: ``MODEL_PATH``/``--model``, else the predict config's."""
-    if settings.model_path is not None:
-        return Path(settings.model_path)
-    return load_predict_config(settings.predict_config).resolve_model_path(settings.predict_config)
+def repository_summary(runtime: Runtime) -> dict[str, Any] | None:
+    """With ``MODEL_REPOSITORY``: its folder and the versions skipped as unservable, with the reason."""
+    source = runtime.reloader.source if runtime.reloader is not None else None
+    if source is None or source.repository is None:
+        return None
+    skipped = [{"version": version, "reason": reason} for version, (_, reason) in sorted(source.skipped.items())]
+    return {"path": str(source.repository), "skipped": skipped}
 
 
 @router.get("/model", responses={503: {"model": ErrorResponse, "description": "not ready yet, or failed"}})
@@ -63,15 +51,16 @@ async def model(runtime: ReadyRuntimeDep) -> dict[str, Any]:
     calibration and test metrics."""
     predictor = runtime.predictor
     assert predictor is not None
-    meta = predictor.metadata
-    path = model_file(runtime.settings)
-    sha256 = await asyncio.to_thread(file_sha256, path)
+    assert predictor.identity is not None
+    meta, identity = predictor.metadata, predictor.identity
     start, classes = int(meta["start_label"]), int(meta["num_classes"])
     return {
-        "id": f"{path.stem}@sha256:{sha256[:12]}",
-        "file": path.name,
-        "sha256": sha256,
-        "bytes": path.stat().st_size,
+        "id": identity.id,
+        "name": identity.name,
+        "version": identity.version,
+        "file": identity.file.name,
+        "sha256": identity.sha256,
+        "bytes": identity.bytes,
         "arch_type": meta.get("arch_type"),
         "arch_subtype": meta.get("arch_subtype"),
         "members": len(meta.get("members", [])) or 1,
@@ -89,4 +78,5 @@ async def model(runtime: ReadyRuntimeDep) -> dict[str, Any]:
         "calibration": calibration_summary(meta),
         "test_metrics": meta.get("test_metrics"),
         "device": predictor.device,
+        "repository": repository_summary(runtime),
     }

@@ -6,7 +6,7 @@ never the training run's paths or library versions: those stay in the model file
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Response
 
@@ -14,15 +14,21 @@ from service.metrics import CONTENT_TYPE
 from service.runtime import ReadyRuntimeDep, RuntimeDep
 from service.schemas import ErrorResponse, HealthResponse
 
+if TYPE_CHECKING:
+    from service.predictor import Predictor
+
 router = APIRouter()
 
 
-def model_summary(metadata: dict[str, Any]) -> dict[str, Any]:
-    """What ``/health`` tells any client about the served model: an identifier, the label range, the chip size."""
+def model_summary(predictor: Predictor) -> dict[str, Any]:
+    """What ``/health`` tells any client about the served model: the loaded model's id (as in every answer and
+    ``GET /model``), its architecture, the label range, the chip size."""
+    metadata = predictor.metadata
     start, classes = int(metadata["start_label"]), int(metadata["num_classes"])
-    identifier = metadata.get("model_id") or f"{metadata.get('arch_type', 'model')}-{metadata.get('arch_subtype', '')}"
+    architecture = f"{metadata.get('arch_type', 'model')}-{metadata.get('arch_subtype', '')}"
     return {
-        "id": str(identifier).rstrip("-"),
+        "id": predictor.model_id,
+        "architecture": architecture.rstrip("-"),
         "start_label": start,
         "end_label": int(metadata.get("end_label", start + classes - 1)),
         "num_classes": classes,
@@ -36,7 +42,7 @@ def model_summary(metadata: dict[str, Any]) -> dict[str, Any]:
 async def health(runtime: ReadyRuntimeDep) -> HealthResponse:
     """200 once the model is loaded and warm, with the model's identity; 503 (with the reason) before."""
     assert runtime.predictor is not None
-    return HealthResponse(status="ok", model=model_summary(runtime.predictor.metadata), device=runtime.predictor.device)
+    return HealthResponse(status="ok", model=model_summary(runtime.predictor), device=runtime.predictor.device)
 
 
 @router.head("/metrics", include_in_schema=False, response_class=Response)
