@@ -26,6 +26,13 @@ class UnsupportedImageError(ImageError):
     """The content is not a JPEG, PNG, WebP, BMP or TIFF image (HTTP 415)."""
 
 
+class ImageTooComplexError(ImageError):
+    """Decoding the image would cost more CPU than one upload may spend (HTTP 422): more JPEG scans than any
+    camera writes, or a decode that overran its deadline."""
+
+    code = "image_too_complex"
+
+
 class NoFaceError(AgeEstimationError):
     """No face was found in an image (HTTP 422)."""
 

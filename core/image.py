@@ -10,6 +10,12 @@ int64). :func:`decode_reduced` decodes a copy reduced by a whole-number factor w
 given longest side (JPEG by ``draft``, decoding at 1/2, 1/4 or 1/8 directly; other formats by ``Image.reduce``
 right after decoding, before the RGB conversion), so a 7000x7000 16-bit TIFF costs its 98 MB of 16-bit pixels
 briefly instead of those plus 147 MB of full-size RGB.
+
+Untrusted bytes: this module is the decoder boundary. Only the allowed formats' plugins ever parse the content
+(other formats are named from their magic bytes alone), and whatever those plugins raise becomes one of three
+``core`` errors: unsupported (415), corrupt (400) or too large (413). A JPEG with more than ``max_scans`` scans is
+refused before decoding (:class:`ImageTooComplexError`): each scan makes libjpeg pass over every coefficient of the
+image, so a 7000x7000 file of 8,000 empty scans costs about a minute of CPU while any camera writes at most a dozen.
 """
 
 from __future__ import annotations
@@ -23,13 +29,24 @@ from typing import NamedTuple
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from core.errors import ImageTooLargeError, UnreadableImageError, UnsupportedImageError
+from core.errors import (
+    ImageTooComplexError,
+    ImageTooLargeError,
+    UnreadableImageError,
+    UnsupportedImageError,
+)
 
 ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF")
 """Pillow format names accepted; anything else raises :class:`UnsupportedImageError`."""
 
 DEFAULT_MAX_PIXELS = 50_000_000
 """Default pixel limit (width x height): above any phone photo (48-50 MP), far below what exhausts memory."""
+
+DEFAULT_MAX_JPEG_SCANS = 100
+"""Most JPEG scans (SOS markers) accepted: libjpeg's progressive mode writes 6 (grey) or 10 (colour), mozjpeg's
+optimised scripts a few more; libjpeg-turbo's tools offer ``-maxscans`` for the same defence."""
+
+_SOS = b"\xff\xda"
 
 # Leading bytes of the allowed formats: content that starts like one of them but does not open is corrupt (400),
 # content that starts like none of them is not an image type we take (415).
@@ -73,13 +90,19 @@ class Decoded(NamedTuple):
     """``(width, height)`` of the full-size upright image."""
 
 
-def decode_reduced(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, min_side: int | None = None) -> Decoded:
+def decode_reduced(
+    data: bytes,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    min_side: int | None = None,
+    max_scans: int = DEFAULT_MAX_JPEG_SCANS,
+) -> Decoded:
     """Decode like :func:`decode_image`, reduced by the largest whole-number factor that keeps ``min_side``.
 
     Args:
         data: the encoded image.
         max_pixels: refuse images whose width x height (at full size) exceeds this.
         min_side: the longest side the caller needs at least; ``None`` decodes at full size.
+        max_scans: refuse a JPEG with more scans than this (:class:`ImageTooComplexError`), before decoding.
 
     Returns:
         The upright RGB uint8 image ``(height, width, 3)``, the factor from its pixels to the full-size image's
@@ -87,7 +110,28 @@ def decode_reduced(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, min_side: 
     """
     if not data:
         raise UnreadableImageError("the image is empty (0 bytes)")
+    _check_scans(data, max_scans)
     return _decode(io.BytesIO(data), data[:16], max_pixels, min_side)
+
+
+def image_size(data: bytes) -> tuple[int, int]:
+    """``(width, height)`` from the header alone (no pixel decoded); the same errors as :func:`decode_image` for
+    content that is empty, corrupt or not an allowed format."""
+    if not data:
+        raise UnreadableImageError("the image is empty (0 bytes)")
+    with _open(io.BytesIO(data), data[:16]) as image:
+        return image.size
+
+
+def _check_scans(data: bytes, max_scans: int) -> None:
+    """Refuse a JPEG with more than ``max_scans`` SOS markers: counted over the raw bytes, where ``FF DA`` cannot
+    occur by chance (entropy-coded data stuffs every ``FF`` with ``00``), so the count is never too low."""
+    if data.startswith(_SIGNATURES[0]):
+        scans = data.count(_SOS)
+        if scans > max_scans:
+            raise ImageTooComplexError(
+                f"the JPEG has {scans} scans; at most {max_scans} are decoded (a camera writes at most a dozen)"
+            )
 
 
 def read_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
@@ -100,7 +144,7 @@ def read_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.nda
 
 
 def _decode(stream: io.BytesIO, head: bytes, max_pixels: int, min_side: int | None) -> Decoded:
-    image = _open(stream, head, max_pixels)
+    image = _open(stream, head)
     width, height = image.size
     if width * height > max_pixels:
         raise ImageTooLargeError(
@@ -120,26 +164,27 @@ def _decode(stream: io.BytesIO, head: bytes, max_pixels: int, min_side: int | No
             image = image.reduce(remaining)
         factor = round(width / image.size[0])
         upright = ImageOps.exif_transpose(image)
-    except Image.DecompressionBombError as err:
+        rgb = _to_rgb(upright)
+    except (Image.DecompressionBombError, MemoryError) as err:
         raise ImageTooLargeError(f"the image is too large to decode safely: {err}") from err
-    except (OSError, ValueError, SyntaxError, EOFError) as err:
-        raise UnreadableImageError(f"the {image.format} image is truncated or corrupt: {err}") from err
-    rgb = _to_rgb(upright)
+    except Exception as err:
+        # The boundary: any exception a plugin raises on these bytes (struct.error, KeyError, ...) is their fault.
+        raise UnreadableImageError(f"the {image.format} image is truncated or corrupt: {_one_line(err)}") from err
     swapped = rgb.shape[0] != image.size[1]
     return Decoded(rgb, factor, (height, width) if swapped else (width, height))
 
 
-def _open(stream: io.BytesIO, head: bytes, max_pixels: int) -> Image.Image:
+def _open(stream: io.BytesIO, head: bytes) -> Image.Image:
     """Open lazily (header only) with the allowed decoders; classify a failure as corrupt or unsupported."""
     try:
         return Image.open(stream, formats=ALLOWED_FORMATS)
-    except Image.DecompressionBombError as err:
+    except (Image.DecompressionBombError, MemoryError) as err:
         raise ImageTooLargeError(f"the image is too large to decode safely: {err}") from err
     except UnidentifiedImageError:
         pass
-    except (OSError, ValueError, SyntaxError, EOFError) as err:
-        raise UnreadableImageError(f"the image header is corrupt: {err}") from err
-    other = _other_format(stream)
+    except Exception as err:
+        raise UnreadableImageError(f"the image header is corrupt: {_one_line(err)}") from err
+    other = _other_format(head)
     if other is not None:
         raise UnsupportedImageError(f"{other} images are not supported; send a JPEG, PNG, WebP, BMP or TIFF image")
     if head.startswith(_SIGNATURES) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP"):
@@ -147,14 +192,25 @@ def _open(stream: io.BytesIO, head: bytes, max_pixels: int) -> Image.Image:
     raise UnsupportedImageError("the content is not an image; send a JPEG, PNG, WebP, BMP or TIFF image")
 
 
-def _other_format(stream: io.BytesIO) -> str | None:
-    """Name of the format when Pillow recognises the content as an image type that is not allowed."""
-    stream.seek(0)
-    try:
-        with Image.open(stream) as image:
-            return str(image.format)
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError):
-        return None
+def _other_format(head: bytes) -> str | None:
+    """Name of the format whose magic bytes ``head`` (the first 16) carries, among Pillow's other plugins.
+
+    Only each plugin's ``accept`` test of the prefix runs, never its parser: fuzzed DDS, PSD or SPIDER headers
+    make those raise ``RuntimeError`` or ``AttributeError``, and a GIF header can declare 179 MP.
+    """
+    Image.init()
+    for name in Image.ID:
+        accept = Image.OPEN[name][1]
+        try:
+            if name not in ALLOWED_FORMATS and accept is not None and accept(head):
+                return name
+        except Exception:
+            continue  # a plugin's prefix test failing only means "not this format"
+    return None
+
+
+def _one_line(err: BaseException) -> str:
+    return " ".join(str(err).split())[:200] or type(err).__name__
 
 
 def _eight_bit_grey(image: Image.Image) -> Image.Image:

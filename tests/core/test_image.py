@@ -16,8 +16,9 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from PIL import Image
 
-from core.errors import ImageTooLargeError, UnreadableImageError, UnsupportedImageError
-from core.image import decode_image, read_image
+from core.errors import ImageTooComplexError, ImageTooLargeError, UnreadableImageError, UnsupportedImageError
+from core.image import decode_image, decode_reduced, image_size, read_image
+from tests.hostile import MUTANTS, mutated, scan_bomb, tga_header
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -238,3 +239,42 @@ def test_a_large_png_is_reduced_after_decoding_and_keeps_min_side() -> None:
     assert decoded.factor == 4
     assert decoded.rgb.shape == (175, 1750, 3)
     assert decoded.rgb.max() == 40000 >> 8
+
+
+def test_a_jpeg_with_more_scans_than_any_camera_writes_is_refused_before_decoding() -> None:
+    bomb = scan_bomb(side=64, scans=150)
+    with pytest.raises(ImageTooComplexError, match="at most 100"):
+        decode_image(bomb)
+    assert decode_reduced(bomb, max_scans=200).rgb.shape == (64, 64, 3)
+
+
+def test_an_ordinary_progressive_jpeg_is_under_the_scan_cap() -> None:
+    photo = Image.fromarray(np.random.default_rng(1).integers(0, 256, (48, 64, 3), dtype=np.uint8))
+    assert decode_image(encode(photo, "JPEG", progressive=True, optimize=True)).shape == (48, 64, 3)
+
+
+@pytest.mark.parametrize(("fmt", "seed"), MUTANTS, ids=[fmt for fmt, _ in MUTANTS])
+def test_a_mutant_of_another_format_is_unsupported_and_its_plugin_never_parses_it(fmt: str, seed: int) -> None:
+    with pytest.raises(UnsupportedImageError):
+        decode_image(mutated(fmt, seed))
+
+
+def test_a_tga_header_declaring_four_gigapixels_is_unsupported() -> None:
+    with pytest.raises(UnsupportedImageError):
+        decode_image(tga_header())
+
+
+def test_whatever_a_plugin_raises_on_bad_bytes_becomes_a_core_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(self: Image.Image) -> None:
+        raise AttributeError("'NoneType' object has no attribute 'tile'")
+
+    png = encode(Image.new("RGB", (4, 4)), "PNG")
+    monkeypatch.setattr("PIL.ImageFile.ImageFile.load", broken)
+    with pytest.raises(UnreadableImageError, match="NoneType"):
+        decode_image(png)
+
+
+def test_image_size_reads_the_header_only() -> None:
+    assert image_size(grey_png_bomb(10_000, 8_000)) == (10_000, 8_000)
+    with pytest.raises(UnsupportedImageError):
+        image_size(b"plain text, not an image")
