@@ -17,6 +17,7 @@ import tensorflow as tf
 
 from core.errors import ConfigError
 from trainer.data.augmentation import Robustness
+from trainer.data.labels import read_label_csv
 
 REQUIRED_COLUMNS = ("ID", "Path", "Age")
 # Leading bytes of the formats tf.io.decode_image reads; anything else is skipped before training starts.
@@ -75,30 +76,16 @@ def load_table(
             dataset or a single distinct age.
     """
     where = f"csv_path {csv_path}"
-    try:
-        table = pd.read_csv(csv_path, dtype={"ID": str, "Path": str})
-    except (OSError, ValueError, pd.errors.ParserError) as exc:
-        raise ConfigError(f"{where}: cannot read CSV ({exc})") from None
-    for column in REQUIRED_COLUMNS:
-        if column not in table.columns:
-            raise ConfigError(f"{where}: column {column!r} missing (has {', '.join(map(str, table.columns))})")
-    ages = pd.to_numeric(table["Age"], errors="coerce")
-    if ages.isna().any():
-        row = int(np.flatnonzero(ages.isna().to_numpy())[0]) + 2
-        raise ConfigError(f"{where}: column 'Age': not a number on line {row}")
+    table, ages = read_label_csv(csv_path, where, REQUIRED_COLUMNS)
     rows = len(table)
     table = table.assign(Age=ages.round().astype(int), Path=[str(img_dir / p) for p in table["Path"]])
-    if start_label is None and "scaled" in table.columns:
-        offsets = (table["Age"] - pd.to_numeric(table["scaled"], errors="coerce")).dropna().unique()
-        if len(offsets) == 1:
-            start_label = int(offsets[0])
-
+    if start_label is None:
+        start_label = _start_from_scaled(table)
     exists = np.array([Path(p).is_file() for p in table["Path"]], dtype=bool)
     readable = np.array([ok and _looks_like_image(p) for ok, p in zip(exists, table["Path"], strict=True)])
     table = table[readable]
     if table.empty:
         raise ConfigError(f"{where}: no usable rows (none of the {rows} images under {img_dir} could be read)")
-
     start = int(table["Age"].min()) if start_label is None else start_label
     end = int(table["Age"].max()) if end_label is None else end_label
     if end <= start:
@@ -120,6 +107,14 @@ def load_table(
         num_classes=end - start + 1,
     )
     return table.reset_index(drop=True), summary
+
+
+def _start_from_scaled(table: pd.DataFrame) -> int | None:
+    """The ``start_label`` that ``age-align`` recorded as ``Age - scaled``, when the CSV has one consistent value."""
+    if "scaled" not in table.columns:
+        return None
+    offsets = (table["Age"] - pd.to_numeric(table["scaled"], errors="coerce")).dropna().unique()
+    return int(offsets[0]) if len(offsets) == 1 else None
 
 
 def split_by_id(table: pd.DataFrame, val_fraction: float, test_fraction: float, seed: int) -> dict[str, pd.DataFrame]:

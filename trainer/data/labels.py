@@ -1,13 +1,35 @@
-"""Label CSVs: the ``Path, Age`` table that the scoring commands read (``read_age_csv``)."""
+"""Label CSVs: one reader (``read_label_csv``) for the training table (``trainer.data.dataset.load_table``) and the
+``Path, Age`` table the scoring commands read (``read_age_csv``)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from core.errors import ConfigError
+
+
+def read_label_csv(csv_path: Path, where: str, columns: Sequence[str]) -> tuple[pd.DataFrame, pd.Series]:
+    """``(table, ages)``: the CSV with ``ID`` and ``Path`` read as text, and its ``Age`` column as numbers.
+
+    ``where`` starts every error message (``"csv_path FILE"``, ``"--csv FILE"``). Raises ``ConfigError`` for a file
+    that cannot be read, a missing column of ``columns``, or an age that is not a number (naming its line).
+    """
+    try:
+        table = pd.read_csv(csv_path, dtype={"ID": str, "Path": str})
+    except (OSError, ValueError) as exc:  # pandas' ParserError is a ValueError
+        raise ConfigError(f"{where}: cannot read CSV ({exc})") from None
+    for column in columns:
+        if column not in table.columns:
+            raise ConfigError(f"{where}: column {column!r} missing (has {', '.join(map(str, table.columns))})")
+    ages = pd.to_numeric(table["Age"], errors="coerce")
+    if ages.isna().any():
+        row = int(np.flatnonzero(ages.isna().to_numpy())[0]) + 2  # 1-based, after the header line
+        raise ConfigError(f"{where}: column 'Age': not a number on line {row}")
+    return table, ages
 
 
 def read_age_csv(csv_path: Path, images: Path, columns: Sequence[str] = ()) -> pd.DataFrame:
@@ -15,15 +37,6 @@ def read_age_csv(csv_path: Path, images: Path, columns: Sequence[str] = ()) -> p
     missing folder, a bad file or a bad column."""
     if not images.is_dir():
         raise ConfigError(f"--images {images}: folder not found")
-    try:
-        table = pd.read_csv(csv_path, dtype={"ID": str, "Path": str})
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"--csv {csv_path}: cannot read CSV ({exc})") from None
-    for column in ("Path", "Age", *columns):
-        if column not in table.columns:
-            raise ConfigError(f"--csv {csv_path}: column {column!r} missing")
-    ages = pd.to_numeric(table["Age"], errors="coerce")
-    if ages.isna().any():
-        raise ConfigError(f"--csv {csv_path}: column 'Age': not a number on line {int(ages.isna().argmax()) + 2}")
+    table, ages = read_label_csv(csv_path, f"--csv {csv_path}", ("Path", "Age", *columns))
     extra = {column: table[column].to_numpy() for column in columns}
     return pd.DataFrame({"Path": [str(images / p) for p in table["Path"]], "Age": ages.to_numpy()} | extra)
