@@ -1,5 +1,5 @@
 """Label CSVs: one reader (``read_label_csv``) for the training table (``trainer.data.dataset.load_table``) and the
-``Path, Age`` table the scoring commands read (``read_age_csv``)."""
+``Path, Age`` table the scoring commands read (``read_age_csv``); true ages as a model's ranks (``clipped_ranks``)."""
 
 from __future__ import annotations
 
@@ -30,6 +30,14 @@ def read_label_csv(csv_path: Path, where: str, columns: Sequence[str]) -> tuple[
         row = int(np.flatnonzero(ages.isna().to_numpy())[0]) + 2  # 1-based, after the header line
         raise ConfigError(f"{where}: column 'Age': not a number on line {row}")
     return table, ages
+
+
+def clipped_ranks(ages: Sequence[float] | np.ndarray, start_label: int, num_classes: int) -> tuple[np.ndarray, int]:
+    """``(ranks, outside)``: ages in years ``(n,)`` rounded to whole years as ranks ``age - start_label`` ``(n,)``
+    int64, those outside ``0 .. num_classes - 1`` moved onto its ends (a model cannot say more), and how many were."""
+    ranks = np.rint(np.asarray(ages, dtype=np.float64)).astype(np.int64) - int(start_label)
+    outside = int(((ranks < 0) | (ranks > num_classes - 1)).sum())
+    return np.clip(ranks, 0, num_classes - 1), outside
 
 
 def read_age_csv(csv_path: Path, images: Path, columns: Sequence[str] = ()) -> pd.DataFrame:

@@ -25,7 +25,7 @@ from core.artifact import METADATA_ATTR, read_metadata
 from core.coral import probas_from_logits
 from core.distribution import CALIBRATION_KEY, REPORTED_COVERAGES, Calibration, interval_report
 from core.errors import ConfigError
-from trainer.data.labels import read_age_csv
+from trainer.data.labels import clipped_ranks, read_age_csv
 from trainer.evaluation.scoring import image_batches, predict_logits
 
 __all__ = ["calibrate_model", "calibrate_splits", "fit_calibration"]
@@ -33,10 +33,8 @@ __all__ = ["calibrate_model", "calibrate_splits", "fit_calibration"]
 
 def fit_calibration(logits: np.ndarray, ages: np.ndarray, start_label: int, source: str) -> Calibration:
     """Calibrate on logits ``(n, K-1)`` and true ages (years) ``(n,)``; out-of-range ages are clipped and counted."""
-    num_classes = logits.shape[1] + 1
-    ranks = np.rint(np.asarray(ages, dtype=np.float64)).astype(np.int64) - int(start_label)
-    outside = int(((ranks < 0) | (ranks > num_classes - 1)).sum())
-    return Calibration.fit(probas_from_logits(logits), np.clip(ranks, 0, num_classes - 1), source, outside)
+    ranks, outside = clipped_ranks(ages, start_label, logits.shape[1] + 1)
+    return Calibration.fit(probas_from_logits(logits), ranks, source, outside)
 
 
 def calibrate_splits(
@@ -98,7 +96,7 @@ def calibrate_model(
     calibration = fit_calibration(logits, ages, int(metadata["start_label"]), csv_path.name)
     metadata[CALIBRATION_KEY] = calibration.to_metadata()
     written = write_metadata(model_path, target, metadata)
-    ranks = np.clip(np.rint(ages).astype(np.int64) - int(metadata["start_label"]), 0, logits.shape[1])
+    ranks, _ = clipped_ranks(ages, int(metadata["start_label"]), logits.shape[1] + 1)
     summary = {
         "n": calibration.n,
         "outside_range": calibration.outside_range,

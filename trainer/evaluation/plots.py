@@ -6,9 +6,7 @@ Figures are drawn with ``matplotlib.figure.Figure`` directly (no pyplot state, n
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -117,34 +115,3 @@ def plot_coverage(intervals: dict[str, dict[str, float | None]], out: Path, titl
     ax.set(xlabel="requested coverage", ylabel="observed coverage", title=title, xlim=(0.4, 1), ylim=(0.4, 1))
     ax.grid(alpha=0.3)
     fig.savefig(out, dpi=100)
-
-
-def write_evaluation_report(
-    folder: Path,
-    result: dict[str, Any],
-    scores: dict[str, Any],
-    truth: np.ndarray,
-    predicted: np.ndarray,
-    intervals: dict[str, dict[str, float | None]],
-    widths: np.ndarray,
-    names: tuple[str, str, bool],
-) -> None:
-    """``age-evaluate --plots``: ``metrics.json`` (``result`` plus MAE per decade, ``intervals`` at 50/80/90/95% and
-    the mean interval width per decade of true age) and the PNG charts; ``names``: model, CSV, calibrated."""
-    model_name, csv_name, calibrated = names
-    folder.mkdir(parents=True, exist_ok=True)
-    per_decade = pd.Series(widths).groupby((truth // 10 * 10).astype(int)).mean().round(3)
-    report = result | {
-        "mae_per_decade": scores["mae_per_decade"],
-        "intervals": intervals,
-        "mean_interval_width_per_decade": {f"{d}-{d + 9}": float(w) for d, w in per_decade.items()},
-    }
-    (folder / "metrics.json").write_text(json.dumps(report, indent=2) + "\n")
-    plot_mae_per_decade(
-        scores["mae_per_decade"], folder / "mae_per_decade.png", f"{model_name}: MAE per decade on {csv_name}"
-    )
-    plot_predicted_vs_true(truth, predicted, folder / "predicted_vs_true.png")
-    state = "calibrated" if calibrated else "uncalibrated"
-    plot_coverage(intervals, folder / "coverage.png", f"{model_name} ({state}) on {csv_name}")
-    if result.get("groups"):
-        plot_groups(result["groups"], folder / "groups.png", model_name)
