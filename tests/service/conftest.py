@@ -71,14 +71,14 @@ class FakeAligner:
         return faces
 
 
-def build_tiny_model_file(path: Path, **metadata_overrides: object) -> Path:
-    """Save a tiny untrained CORAL model with full metadata at ``path``; return it."""
+def build_tiny_model_file(path: Path, seed: int = 0, **metadata_overrides: object) -> Path:
+    """Save a tiny untrained CORAL model with full metadata at ``path`` (weights drawn with ``seed``); return it."""
     import keras
 
     from core.artifact import save_model
     from core.coral import CoralLayer
 
-    keras.utils.set_random_seed(0)
+    keras.utils.set_random_seed(seed)
     inputs = keras.Input((IMG_SIZE, IMG_SIZE, 3))
     x = keras.layers.Rescaling(1 / 255)(inputs)
     x = keras.layers.Conv2D(4, 3, strides=4, activation="relu")(x)
