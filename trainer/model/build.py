@@ -95,17 +95,8 @@ def build_model(
     than 32 pixels or fewer than 2 classes; whatever Keras raises when weights cannot be fetched or read.
     """
     arch_type = str(arch_type).lower()
-    if arch_type not in ARCHITECTURES or int(arch_subtype) not in ARCHITECTURES[arch_type]:
-        valid = "; ".join(f"{name}: {', '.join(map(str, subs))}" for name, subs in ARCHITECTURES.items())
-        raise ValueError(f"unknown architecture {arch_type}{arch_subtype}; valid ones are {valid}")
-    if int(img_size) < MIN_IMG_SIZE:
-        raise ValueError(f"img_size must be at least {MIN_IMG_SIZE} pixels (got {img_size})")
-    if arch_type == "face_resnet" and int(img_size) < MIN_FACE_RESNET_SIZE:
-        raise ValueError(f"img_size: face_resnet needs at least {MIN_FACE_RESNET_SIZE} pixels (got {img_size})")
-    if int(num_classes) < 2:
-        raise ValueError(f"num_classes must be at least 2 (got {num_classes})")
+    _check(arch_type, int(arch_subtype), int(img_size), int(num_classes))
     depth = int(arch_subtype)
-
     inputs = keras.Input((img_size, img_size, 3), name="image")
     whole_model_weights = is_whole_model_weights(pretrained)
     if arch_type == "face_resnet":
@@ -114,18 +105,7 @@ def build_model(
         x = layers.Rescaling(1.0 / 127.5, offset=-1.0, name="scale_pixels")(inputs)
         features = _basic_resnet(x, depth, int(width))
     else:
-        imagenet_like = pretrained is not None and not whole_model_weights
-        if imagenet_like:
-            x = CaffePreprocess(name="imagenet_pixels")(inputs)
-        else:
-            x = layers.Rescaling(1.0 / 127.5, offset=-1.0, name="scale_pixels")(inputs)
-        backbone = _applications()[(arch_type, depth)](
-            include_top=False,
-            weights=pretrained if imagenet_like else None,
-            input_shape=(img_size, img_size, 3),
-            pooling="avg",
-        )
-        features = backbone(x)
+        features = _applications_features(inputs, arch_type, depth, None if whole_model_weights else pretrained)
     if dropout > 0:
         features = layers.Dropout(dropout, name="dropout")(features)
     logits = CoralLayer(num_classes, dtype="float32", name="coral")(features)
@@ -135,3 +115,30 @@ def build_model(
     elif whole_model_weights:
         model.load_weights(str(pretrained), skip_mismatch=True)
     return model
+
+
+def _check(arch_type: str, arch_subtype: int, img_size: int, num_classes: int) -> None:
+    """``ValueError`` naming the valid choices for an unknown architecture, a too small image or too few classes."""
+    if arch_type not in ARCHITECTURES or arch_subtype not in ARCHITECTURES[arch_type]:
+        valid = "; ".join(f"{name}: {', '.join(map(str, subs))}" for name, subs in ARCHITECTURES.items())
+        raise ValueError(f"unknown architecture {arch_type}{arch_subtype}; valid ones are {valid}")
+    if img_size < MIN_IMG_SIZE:
+        raise ValueError(f"img_size must be at least {MIN_IMG_SIZE} pixels (got {img_size})")
+    if arch_type == "face_resnet" and img_size < MIN_FACE_RESNET_SIZE:
+        raise ValueError(f"img_size: face_resnet needs at least {MIN_FACE_RESNET_SIZE} pixels (got {img_size})")
+    if num_classes < 2:
+        raise ValueError(f"num_classes must be at least 2 (got {num_classes})")
+
+
+def _applications_features(inputs: Any, arch_type: str, depth: int, weights: str | None) -> Any:
+    """Pooled features of a ``keras.applications`` backbone; with ``weights`` (``"imagenet"`` or a file) its
+    ImageNet pixel preprocessing goes inside the model, else the same [-1, 1] scaling as the other backbones."""
+    if weights is not None:
+        x = CaffePreprocess(name="imagenet_pixels")(inputs)
+    else:
+        x = layers.Rescaling(1.0 / 127.5, offset=-1.0, name="scale_pixels")(inputs)
+    img_size = int(inputs.shape[1])
+    backbone = _applications()[(arch_type, depth)](
+        include_top=False, weights=weights, input_shape=(img_size, img_size, 3), pooling="avg"
+    )
+    return backbone(x)
