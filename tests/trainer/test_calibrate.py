@@ -84,8 +84,11 @@ def test_calibrate_splits_reports_raw_and_calibrated_test_coverage() -> None:
     ranks = np.clip(np.round(centre + rng.normal(0, 1, 400)), 0, 4)
     val = [(logits[:200], ranks[:200])]
     test = [(logits[200:], ranks[200:])]
-    entry, report = calibrate_splits(Fixed(), val, test)
+    entry, report = calibrate_splits(Fixed(), val, test, start_label=1)
     assert entry["n"] == 200
+    # Ages 1-5 are one decade: the Mondrian calibration has a single group, covering every rank.
+    assert [(group["low"], group["n"]) for group in entry["groups"]] == [(0, 200)]
+    assert report["by_decade"]["0-9"]["n"] == 200
     assert set(report["calibrated"]) == {"0.5", "0.8", "0.9", "0.95"}
     assert report["calibrated"]["0.9"]["coverage"] >= 0.85
     assert report["calibrated"]["0.9"]["coverage"] > report["raw"]["0.9"]["coverage"]

@@ -122,6 +122,8 @@ def test_intervals_and_groups_are_scored_and_charted(
     assert isinstance(result, dict)
     assert 0.0 <= result["coverage"] <= 1.0
     assert result["mean_interval_width"] >= 0
+    # Coverage and width per decade of true age, every scored face counted once.
+    assert sum(decade["n"] for decade in result["by_decade"].values()) == result["n"]
     assert result["calibrated"] is False
     gender = result["groups"]["Gender"]
     assert {value: cell["n"] for value, cell in gender.items()} == {"0": 2, "1": 3}

@@ -52,5 +52,5 @@ def test_zero_probabilities_leave_chips_untouched_and_one_always_applies(chip: t
 
 
 def test_unknown_degradation_is_refused_by_name(chip: tf.Tensor) -> None:
-    with pytest.raises(ValueError, match="unknown degradation 'sepia'"):
-        degrade(chip, "sepia")
+    with pytest.raises(ValueError, match="unknown degradation 'daguerreotype'"):
+        degrade(chip, "daguerreotype")

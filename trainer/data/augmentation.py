@@ -1,11 +1,14 @@
-"""Degradations that real photos carry and UTKFace's clean colour chips do not: greyscale, blur, JPEG, small faces.
+"""Degradations that real photos carry and UTKFace's clean colour chips do not: greyscale, blur, JPEG, small faces,
+and the marks of an old print scanned decades later (:mod:`trainer.data.old_photo`).
 
 Used two ways, on ``(H, W, 3)`` float32 RGB chips in 0..255:
 - as training augmentation (:class:`Robustness`, each a ``train_config`` key: ``augment_greyscale``,
   ``augment_blur``, ``augment_jpeg`` with ``augment_jpeg_quality``, ``augment_downscale`` with
-  ``augment_downscale_min``, ``augment_color_jitter``), each applied to a chip with its own probability;
-- as fixed copies of a validation or test set that ``age-evaluate --degrade`` scores (:func:`degrade`), so a model
-  is chosen on how it holds up, not only on clean chips.
+  ``augment_downscale_min``, ``augment_color_jitter``, and the old-print keys ``augment_sepia``, ``augment_fade``,
+  ``augment_vignette``, ``augment_halftone``, ``augment_grain``, ``augment_dust``), each applied to a chip with
+  its own probability;
+- as fixed copies of a validation or test set that ``age-robustness`` scores (:func:`degrade`), so a model is
+  chosen on how it holds up, not only on clean chips.
 
 Sizes scale with the chip: a blur sigma or a downscaled face side is given for a 150-px chip and scaled to others.
 """
@@ -16,6 +19,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import tensorflow as tf
+
+from trainer.data import old_photo
 
 if TYPE_CHECKING:
     from trainer.training.config import TrainConfig
@@ -28,24 +33,22 @@ DEGRADATIONS = {
     "blur": "Gaussian blur, sigma 1.5 px at 150 px",
     "jpeg20": "JPEG re-compressed at quality 20",
     "small40": "face downscaled to 40 px and back up (a small face in a large photo)",
+    "old_photo": "a scanned old print: sepia, faded, vignetted, halftone and scanner blur, grain, dust, 64-px face",
+}
+# The old-print effects (trainer.data.old_photo), applied in this order: Robustness field -> function.
+OLD_PRINT = {
+    "sepia": old_photo.sepia,
+    "fade": old_photo.fade,
+    "vignette": old_photo.vignette,
+    "halftone": old_photo.halftone,
+    "grain": old_photo.grain,
+    "dust": old_photo.dust,
 }
 _REFERENCE_SIZE = 150.0
 
 
 def _greyscale(image: tf.Tensor) -> tf.Tensor:
     return tf.image.grayscale_to_rgb(tf.image.rgb_to_grayscale(image))
-
-
-def _blur(image: tf.Tensor, sigma: tf.Tensor) -> tf.Tensor:
-    radius = 4
-    x = tf.range(-radius, radius + 1, dtype=tf.float32)
-    weights = tf.exp(-0.5 * tf.square(x / tf.maximum(sigma, 1e-3)))
-    weights = weights / tf.reduce_sum(weights)
-    rows = tf.tile(tf.reshape(weights, (-1, 1, 1, 1)), (1, 1, 3, 1))
-    cols = tf.tile(tf.reshape(weights, (1, -1, 1, 1)), (1, 1, 3, 1))
-    padded = tf.pad(image[None], [[0, 0], [radius, radius], [radius, radius], [0, 0]], mode="REFLECT")
-    out = tf.nn.depthwise_conv2d(padded, rows, (1, 1, 1, 1), "VALID")
-    return tf.nn.depthwise_conv2d(out, cols, (1, 1, 1, 1), "VALID")[0]
 
 
 def _jpeg(image: tf.Tensor, quality: tf.Tensor) -> tf.Tensor:
@@ -74,6 +77,12 @@ class Robustness:
     downscale: float = 0.0
     downscale_min: int = 32
     color_jitter: float = 0.0
+    sepia: float = 0.0
+    fade: float = 0.0
+    vignette: float = 0.0
+    halftone: float = 0.0
+    grain: float = 0.0
+    dust: float = 0.0
 
     @classmethod
     def from_config(cls, config: TrainConfig) -> Robustness:
@@ -86,6 +95,12 @@ class Robustness:
             downscale=config.augment_downscale,
             downscale_min=config.augment_downscale_min,
             color_jitter=config.augment_color_jitter,
+            sepia=config.augment_sepia,
+            fade=config.augment_fade,
+            vignette=config.augment_vignette,
+            halftone=config.augment_halftone,
+            grain=config.augment_grain,
+            dust=config.augment_dust,
         )
 
     def apply(self, image: tf.Tensor, img_size: int) -> tf.Tensor:
@@ -102,12 +117,21 @@ class Robustness:
             top = max(self.downscale_min + 1, round(img_size * 0.75))
             side = tf.random.uniform((), self.downscale_min, top, dtype=tf.int32)
             image = self._maybe(self.downscale, image, lambda: _downscale(image, side, img_size))
+        image = self._old_print(image)
         if self.blur > 0:
             sigma = tf.random.uniform((), 0.5, 2.5) * scale
-            image = self._maybe(self.blur, image, lambda: _blur(image, sigma))
+            image = self._maybe(self.blur, image, lambda: old_photo.gaussian_blur(image, sigma))
         if self.jpeg > 0:
             quality = tf.random.uniform((), self.jpeg_quality, max(self.jpeg_quality, 60) + 1, dtype=tf.int32)
             image = self._maybe(self.jpeg, image, lambda: _jpeg(image, quality))
+        return image
+
+    def _old_print(self, image: tf.Tensor) -> tf.Tensor:
+        draw = old_photo.Draw()
+        for name, effect in OLD_PRINT.items():
+            probability = getattr(self, name)
+            if probability > 0:
+                image = self._maybe(probability, image, lambda effect=effect, image=image: effect(image, draw))
         return image
 
     @staticmethod
@@ -123,9 +147,11 @@ def degrade(image: tf.Tensor, name: str) -> tf.Tensor:
     if name == "greyscale":
         return _greyscale(image)
     if name == "blur":
-        return _blur(image, tf.constant(1.5 * scale))
+        return old_photo.gaussian_blur(image, tf.constant(1.5 * scale))
     if name == "jpeg20":
         return _jpeg(image, tf.constant(20))
     if name == "small40":
         return _downscale(image, tf.constant(40), img_size)
+    if name == "old_photo":
+        return old_photo.old_photo(image)
     raise ValueError(f"unknown degradation {name!r}; valid ones are {', '.join(DEGRADATIONS)}")

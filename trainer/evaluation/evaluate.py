@@ -21,7 +21,14 @@ import numpy as np
 import pandas as pd
 
 from core.coral import labels_from_probas, probas_from_logits
-from core.distribution import REPORTED_COVERAGES, Calibration, central_interval, interval_mass, interval_report
+from core.distribution import (
+    REPORTED_COVERAGES,
+    Calibration,
+    central_interval,
+    decade_report,
+    interval_mass,
+    interval_report,
+)
 from trainer.data.labels import clipped_ranks, read_age_csv
 from trainer.evaluation.groups import group_metrics
 from trainer.evaluation.metrics import age_metrics
@@ -42,6 +49,7 @@ class Scored:
     ranks: np.ndarray  # true ages as ranks, clipped to the model's range (n,)
     calibration: Calibration | None
     counts: dict[str, int]  # no_face, unreadable
+    start_label: int  # the model's first age: rank 0
 
 
 def score(model_path: Path, csv_path: Path, table: pd.DataFrame, aligned: bool, batch_size: int) -> Scored:
@@ -59,7 +67,7 @@ def score(model_path: Path, csv_path: Path, table: pd.DataFrame, aligned: bool, 
     predicted = start + labels_from_probas(probas, float(metadata["threshold"]))
     ranks, _ = clipped_ranks(truth, start, logits.shape[1] + 1)
     calibration = Calibration.from_metadata(metadata)
-    return Scored(model_path, csv_path, scored, truth, predicted, probas, ranks, calibration, counts)
+    return Scored(model_path, csv_path, scored, truth, predicted, probas, ranks, calibration, counts, start)
 
 
 def evaluate(
@@ -91,6 +99,7 @@ def evaluate(
         "mean_interval_width": round(float((high - low).mean()), 3) if n else None,
         "interval_coverage": coverage,
         "calibrated": scored.calibration is not None,
+        "by_decade": decade_report(scored.probas, scored.ranks, scored.calibration, scored.start_label, coverage),
     }
     if groups:
         result["groups"] = group_metrics(scored.table, scored.predicted - scored.truth, covered, groups)

@@ -75,6 +75,12 @@ class TrainConfig(BaseModel):
     augment_downscale: float = Field(default=0.0, ge=0.0, le=1.0)
     augment_downscale_min: int = Field(default=32, ge=8)
     augment_color_jitter: float = Field(default=0.0, ge=0.0, le=1.0)
+    augment_sepia: float = Field(default=0.0, ge=0.0, le=1.0)
+    augment_fade: float = Field(default=0.0, ge=0.0, le=1.0)
+    augment_vignette: float = Field(default=0.0, ge=0.0, le=1.0)
+    augment_halftone: float = Field(default=0.0, ge=0.0, le=1.0)
+    augment_grain: float = Field(default=0.0, ge=0.0, le=1.0)
+    augment_dust: float = Field(default=0.0, ge=0.0, le=1.0)
     dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
     resume: bool = False
     threshold: float = Field(default=0.5, gt=0.0, lt=1.0)

@@ -45,7 +45,7 @@ def report(config: TrainConfig, run: Run, final: keras.Model, datasets: dict[str
         true_ages = ranks + summary.start_label
         results[name] = age_metrics(true_ages, predicted)
         results[name]["median_baseline_mae"] = round(float(np.abs(true_ages - median).mean()), 4)
-    calibration, results["intervals"] = calibrate_splits(final, datasets["val"], datasets["test"])
+    calibration, results["intervals"] = calibrate_splits(final, datasets["val"], datasets["test"], summary.start_label)
     (run.run_dir / "metrics.json").write_text(json.dumps(results, indent=2) + "\n")
     write_plots(run.run_dir, true_ages, predicted)
     test = results["test"]
