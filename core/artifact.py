@@ -22,7 +22,15 @@ from core.errors import ModelFileError
 if TYPE_CHECKING:
     import keras
 
-__all__ = ["METADATA_ATTR", "REQUIRED_KEYS", "file_sha256", "load_model", "read_metadata", "save_model"]
+__all__ = [
+    "METADATA_ATTR",
+    "REQUIRED_KEYS",
+    "file_sha256",
+    "load_model",
+    "model_id",
+    "read_metadata",
+    "save_model",
+]
 
 METADATA_ATTR = "age_estimation"
 REQUIRED_KEYS = (
@@ -96,6 +104,13 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def model_id(name: str, sha256: str, version: int | None = None) -> str:
+    """``name[:version]@sha256:<first 12 hex digits>``: how every answer (the service's, ``age-batch``'s rows) names
+    the model file it came from, e.g. ``age:2@sha256:3f1c2a9b8e7d``; ``sha256`` is :func:`file_sha256`'s."""
+    tag = "" if version is None else f":{version}"
+    return f"{name}{tag}@sha256:{sha256[:12]}"
 
 
 def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:

@@ -225,6 +225,22 @@ class FaceAligner:
         return [(rect, float(score)) for rect, score in zip(rects, scores, strict=True)]
 
 
+def full_size_box(box: Box, factor: int, size: tuple[int, int]) -> Box:
+    """A box ``(left, top, right, bottom)`` (inclusive) found on a copy reduced by ``factor`` (as
+    ``core.image.decode_reduced`` returns it), in the full-size image of ``size`` ``(width, height)``; each reduced
+    pixel covers ``factor`` x ``factor`` full-size ones."""
+    if factor == 1:
+        return box
+    left, top, right, bottom = box
+    width, height = size
+    return (
+        min(left * factor, width - 1),
+        min(top * factor, height - 1),
+        min((right + 1) * factor - 1, width - 1),
+        min((bottom + 1) * factor - 1, height - 1),
+    )
+
+
 def _scaled(rect: dlib.rectangle, scale: float) -> dlib.rectangle:
     if scale == 1.0:
         return rect

@@ -16,7 +16,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from core.face import FaceAligner
+from core.face import FaceAligner, full_size_box
+
+__all__ = ["AlignedFace", "Aligner", "ThreadLocalAligner", "aligner_from_metadata", "full_size_box"]
 
 
 class AlignedFace(Protocol):
@@ -51,21 +53,6 @@ class ThreadLocalAligner:
         if aligner is None:
             aligner = self._local.aligner = self._factory()
         return aligner.align(rgb)
-
-
-def full_size_box(box: tuple[int, int, int, int], factor: int, size: tuple[int, int]) -> tuple[int, int, int, int]:
-    """A box ``(left, top, right, bottom)`` (inclusive) found on a copy reduced by ``factor``, in the full-size
-    image of ``size`` ``(width, height)``; each reduced pixel covers ``factor`` x ``factor`` full-size ones."""
-    if factor == 1:
-        return box
-    left, top, right, bottom = box
-    width, height = size
-    return (
-        min(left * factor, width - 1),
-        min(top * factor, height - 1),
-        min((right + 1) * factor - 1, width - 1),
-        min((bottom + 1) * factor - 1, height - 1),
-    )
 
 
 def aligner_from_metadata(metadata: dict[str, Any], max_faces: int | None = None) -> ThreadLocalAligner:

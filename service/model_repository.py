@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from core.artifact import file_sha256, read_metadata
+from core.artifact import file_sha256, model_id, read_metadata
 from core.errors import ConfigError, ModelFileError
 from service.settings import ModelChoice, ServiceSettings, check_agreement, load_predict_config
 
@@ -55,8 +55,7 @@ class ModelIdentity:
     @property
     def id(self) -> str:
         """``name[:version]@sha256:<first 12 hex digits>``, the ``model_id`` of every answer."""
-        version = "" if self.version is None else f":{self.version}"
-        return f"{self.name}{version}@sha256:{self.sha256[:12]}"
+        return model_id(self.name, self.sha256, self.version)
 
     @classmethod
     def of(cls, choice: ModelChoice) -> ModelIdentity:
