@@ -196,3 +196,19 @@ def test_age_train_refuses_a_typo_before_starting_tensorflow(config_file: Path) 
     assert run.stderr.strip().splitlines() == [f"{expected} (valid keys: {valid})"], "no TensorFlow line"
     assert run.stdout == ""
     assert elapsed < 5, "a typo must not wait for TensorFlow (typically well under a second)"
+
+
+def test_mistakes_of_single_keys_and_between_keys_come_in_one_run(config_file: Path) -> None:
+    write(config_file, batch_sise=8, learning_rate="0.01", arch_subtype=16)
+    message = error_of(config_file)
+    assert "3 problems" in message
+    for expected in ("batch_sise: unknown key", "learning_rate:", "arch_subtype: resnet takes 18, 34, 50, 101, 152"):
+        assert expected in message
+
+
+def test_a_rule_reading_a_failed_key_is_skipped_not_misled(config_file: Path) -> None:
+    write(config_file, arch_type="resnett", arch_subtype=16, resume=True, checkpoint=False)
+    message = error_of(config_file)
+    assert "arch_type:" in message
+    assert "arch_subtype:" not in message, "no guess at the architecture a misspelt arch_type meant"
+    assert "resume: needs checkpoint" in message

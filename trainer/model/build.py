@@ -20,13 +20,11 @@ from keras import layers
 from core.coral import CoralLayer
 from core.layers import CaffePreprocess
 from trainer.model.backbones.face_resnet import face_resnet, load_dlib_weights
-from trainer.training.config import ARCHITECTURES
+from trainer.training.rules import ARCHITECTURES, MIN_FACE_RESNET_SIZE
 
 __all__ = ["ARCHITECTURES", "build_model"]
 
 MIN_IMG_SIZE = 32
-# Below this, face_resnet's four unpadded stride-2 convolutions run out of pixels; dlib's weights were learnt at 150.
-MIN_FACE_RESNET_SIZE = 103
 
 _BASIC_BLOCKS = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3)}
 

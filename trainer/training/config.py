@@ -18,10 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, mode
 from pydantic_core import ErrorDetails
 
 from core.errors import ConfigError
+from trainer.training.rules import broken_rules
 
-ARCHITECTURES: dict[str, tuple[int, ...]] = {"resnet": (18, 34, 50, 101, 152), "vgg": (16, 19), "face_resnet": (29,)}
-# Backbones whose ImageNet weights keras.applications provides (downloaded on first use).
-IMAGENET_BACKBONES = {("resnet", 50), ("resnet", 101), ("resnet", 152), ("vgg", 16), ("vgg", 19)}
 PATH_KEYS = ("img_dir", "csv_path", "output_dir", "run_dir", "pretrained")
 PRETRAINED_NAMES = ("dlib", "imagenet")
 DEFAULT_RUN_DIR = "runs/{model_prefix}{arch_type}{arch_subtype}_{timestamp}"
@@ -97,51 +95,21 @@ class TrainConfig(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _default_pretrained(cls, data: Any) -> Any:
+        return cls.with_default_pretrained(data)
+
+    @staticmethod
+    def with_default_pretrained(data: Any) -> Any:
+        """``data`` with ``pretrained: "dlib"`` for a ``face_resnet`` that names no weights."""
         if isinstance(data, dict) and "pretrained" not in data and data.get("arch_type") == "face_resnet":
             return {**data, "pretrained": "dlib"}
         return data
 
     @model_validator(mode="after")
     def _consistent(self) -> TrainConfig:
-        problems = list(self._inconsistencies())
+        problems = broken_rules(self)
         if problems:
             raise ValueError("; ".join(problems))
         return self
-
-    def _inconsistencies(self) -> list[str]:
-        """Every rule between keys that this config breaks, each as ``key: what is wrong``."""
-        problems = []
-        if self.arch_subtype not in ARCHITECTURES[self.arch_type]:
-            allowed = ", ".join(map(str, ARCHITECTURES[self.arch_type]))
-            problems.append(f"arch_subtype: {self.arch_type} takes {allowed}, not {self.arch_subtype}")
-        if self.arch_type == "face_resnet" and self.img_size < 103:
-            raise ValueError("img_size: face_resnet needs at least 103 pixels (dlib's weights were learnt at 150)")
-        if self.pretrained == "dlib" and self.arch_type != "face_resnet":
-            problems.append("pretrained: 'dlib' weights exist for arch_type face_resnet only")
-        if self.pretrained == "imagenet" and (self.arch_type, self.arch_subtype) not in IMAGENET_BACKBONES:
-            name = f"{self.arch_type}{self.arch_subtype}"
-            problems.append(f"pretrained: keras.applications has no ImageNet weights for {name}")
-        if self.pretrained == "":
-            problems.append("pretrained: empty; use null for training from scratch")
-        if self.freeze_backbone_epochs and self.pretrained is None:
-            problems.append("freeze_backbone_epochs: freezing a backbone that is not pretrained only slows training")
-        if self.freeze_backbone_epochs >= self.num_epochs and self.freeze_backbone_epochs > 0:
-            problems.append("freeze_backbone_epochs: must be smaller than num_epochs")
-        if self.augment_downscale > 0 and self.augment_downscale_min >= self.img_size:
-            problems.append("augment_downscale_min: must be smaller than img_size")
-        if self.val_fraction + self.test_fraction >= 1.0:
-            problems.append("test_fraction: val_fraction + test_fraction must leave rows for training")
-        if self.start_label is not None and self.end_label is not None and self.end_label <= self.start_label:
-            problems.append("end_label: must be greater than start_label")
-        if self.warmup_epochs >= self.num_epochs and self.warmup_epochs > 0:
-            problems.append("warmup_epochs: must be smaller than num_epochs")
-        try:
-            str(self.run_dir).format(model_prefix="", arch_type="", arch_subtype="", timestamp="")
-        except (KeyError, IndexError, ValueError) as exc:
-            problems.append(f"run_dir: unknown or malformed field {exc}")
-        if self.resume and not self.checkpoint:
-            problems.append("resume: needs checkpoint: true (the last-epoch checkpoint is what resumes)")
-        return problems
 
     @property
     def split_seed_or_seed(self) -> int:
@@ -226,11 +194,29 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Tr
         config = TrainConfig.model_validate(data)
     except ValidationError as exc:
         problems += [problem for error in exc.errors() for problem in _describe(error)]
+        problems += _cross_key_problems(data, exc.errors())
     problems += _missing_paths(data)
     if problems:
         raise ConfigError(_summary(where, problems))
     _check_chip_size(config, where)
     return config.model_copy(update={k: getattr(config, k).resolve() for k in PATH_KEYS if k != "pretrained"})
+
+
+def _cross_key_problems(data: dict[str, Any], errors: list[ErrorDetails]) -> list[str]:
+    """The rules between keys that the valid keys of a failed config break.
+
+    Pydantic skips ``TrainConfig``'s cross-key check when any key fails on its own, so without this an
+    ``arch_subtype`` that does not fit ``arch_type`` would show only after every typo is fixed. The keys that failed
+    are left out, and the rules that read them skipped.
+    """
+    if any(not error["loc"] for error in errors):  # the cross-key check ran: its problems are among the errors
+        return []
+    failed = {error["loc"][0] for error in errors}
+    valid = {key: value for key, value in data.items() if key in TrainConfig.model_fields and key not in failed}
+    partial = TrainConfig.model_construct(**TrainConfig.with_default_pretrained(valid))
+    for key in failed:  # absent rather than defaulted: a rule reading it is skipped, not misled
+        partial.__dict__.pop(key, None)
+    return broken_rules(partial)
 
 
 def _missing_paths(data: dict[str, Any]) -> list[str]:
