@@ -146,8 +146,10 @@ def test_announced_chips_are_waited_for_and_join_the_batch() -> None:
 
 def test_stop_answers_the_callers_of_a_batch_in_flight() -> None:
     release = threading.Event()
+    in_model = threading.Event()
 
     def slow(chips: np.ndarray) -> np.ndarray:
+        in_model.set()
         release.wait(10)
         return _infer(chips)
 
@@ -155,7 +157,7 @@ def test_stop_answers_the_callers_of_a_batch_in_flight() -> None:
         batcher = MicroBatcher(slow, 8, 0.0)
         await batcher.start()
         waiting = asyncio.ensure_future(batcher.submit(_chips(0, 2)))
-        await asyncio.sleep(0.1)  # the batch is now in the model thread
+        assert await asyncio.to_thread(in_model.wait, 10), "the batch never reached the model thread"
         await batcher.stop()
         release.set()
         with pytest.raises(BatcherUnavailableError, match="shutting down"):
