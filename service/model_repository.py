@@ -1,9 +1,11 @@
 """Which model file to serve, what the loaded model is called, and which newer version to load next.
 
 Two sources: the one file of ``--model``/``MODEL_PATH``/the predict config, or ``MODEL_REPOSITORY=DIR`` in TF
-Serving's layout, numbered version folders ``DIR/<n>/model.h5`` of which the highest ``n`` is served. A model's id,
-``<name>[:<version>]@sha256:<12 hex>`` (e.g. ``age:2@sha256:3f1c2a9b8e7d``), is computed once, from the file that
-was loaded, and never from the disk afterwards: replacing the file changes nothing until it is loaded.
+Serving's layout, numbered version folders ``DIR/<n>/model.h5`` of which the highest ``n`` is served. The
+repository, when set, wins: the serving image sets ``MODEL_PATH`` for its baked-in model, which a deployment cannot
+unset. A model's id, ``<name>[:<version>]@sha256:<12 hex>`` (e.g. ``age:2@sha256:3f1c2a9b8e7d``), is computed
+once, from the file that was loaded, and never from the disk afterwards: replacing the file changes nothing until
+it is loaded.
 
 A version that cannot be served (unreadable, metadata disagreeing with the predict config, a Keras load error) is
 logged and remembered with the file's stamp (inode, size, modification time), so it is not retried until the file
@@ -132,8 +134,6 @@ class ModelSource:
             except OSError:
                 # read_metadata names the missing file in the error the caller reports.
                 return [ModelVersion(None, path, (0, 0, 0))]
-        if self.settings.model_path is not None:
-            raise ConfigError("MODEL_REPOSITORY and MODEL_PATH (or --model) are both set; set one of them")
         try:
             entries = list(self.repository.iterdir())
         except OSError as exc:

@@ -63,7 +63,7 @@ class ServiceSettings(BaseSettings):
     )
     # TF Serving's layout: numbered version folders, the highest served; a new one is loaded beside the current one.
     model_repository: Path | None = Field(
-        default=None, description="folder of versions DIR/<n>/model.h5; the highest n is served (not with MODEL_PATH)"
+        default=None, description="folder of versions DIR/<n>/model.h5, the highest n served; wins over MODEL_PATH"
     )
     model_poll_seconds: float | None = Field(
         default=None, gt=0, description="look for a newer model this often, s (default: only on SIGHUP)"

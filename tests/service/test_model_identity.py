@@ -93,12 +93,13 @@ def test_repository_versions_are_numeric_folders_newest_first(tmp_path: Path, co
     assert [candidate.version for candidate in source.versions()] == [10, 2]
 
 
-def test_a_repository_with_no_version_or_beside_model_path_is_refused(
+def test_a_repository_with_no_version_is_refused_and_one_wins_over_model_path(
     tmp_path: Path, config_file: Path, model_file: Path
 ) -> None:
     empty = ModelSource(ServiceSettings(predict_config=config_file, model_repository=tmp_path))
     with pytest.raises(ConfigError, match="no version folder"):
         empty.preflight()
-    both = ServiceSettings(predict_config=config_file, model_repository=tmp_path, model_path=model_file)
-    with pytest.raises(ConfigError, match="MODEL_REPOSITORY and MODEL_PATH"):
-        ModelSource(both).preflight()
+    (tmp_path / "3").mkdir()
+    shutil.copyfile(model_file, tmp_path / "3" / "model.h5")
+    both = ServiceSettings(predict_config=config_file, model_repository=tmp_path, model_path=tmp_path / "other.h5")
+    assert ModelSource(both).preflight().model_file == tmp_path / "3" / "model.h5"
