@@ -14,12 +14,12 @@ import numpy as np
 import tensorflow as tf
 
 from core.artifact import load_model
-from core.coral import labels_from_probas, probas_from_logits
-from core.distribution import Calibration, age_probas, central_interval, interval_mass, p_at_least
+from core.distribution import Calibration
 from core.fold import fold_affine
+from service.answers import build_answer, full_faces
 from service.model_repository import ModelIdentity
 from service.options import AnswerOptions
-from service.schemas import FacePrediction, PredictResponse
+from service.schemas import Answer, FacePrediction
 from service.settings import ModelChoice
 
 if TYPE_CHECKING:
@@ -77,49 +77,15 @@ class Predictor:
     def faces(
         self, boxes: Sequence[Sequence[int]], logits: np.ndarray, options: AnswerOptions | None = None
     ) -> list[FacePrediction]:
-        """One ``FacePrediction`` per row of ``logits`` ``(N, K-1)``, with ``boxes[i]`` as its box."""
-        options = options or AnswerOptions()
-        threshold = self.threshold if options.threshold is None else float(options.threshold)
-        probas = probas_from_logits(logits)
-        ranks = labels_from_probas(probas, threshold)
-        distributions = age_probas(probas)
-        lows, highs = central_interval(probas, interval_mass(self.calibration, options.coverage, probas))
-        faces = []
-        for row, face_probas, rank, box, distribution, low, high in zip(
-            logits, probas, ranks, boxes, distributions, lows, highs, strict=True
-        ):
-            age = self.start_label + int(rank)
-            raw = face_probas.tolist()
-            wide = self.max_interval_width is not None and int(high - low) > self.max_interval_width
-            face = FacePrediction(
-                raw_logits=row.tolist(),
-                raw_probas=raw,
-                threshold=threshold,
-                thresholded_probas=(face_probas > threshold).astype(int).tolist(),
-                result_value=age,
-                box=[int(value) for value in box],
-                age_probas=distribution.tolist(),
-                age_interval=[self.start_label + int(low), self.start_label + int(high)],
-                coverage=options.coverage,
-                calibrated=self.calibration is not None,
-                uncertain=wide,
-            )
-            if options.min_age is not None:
-                face.p_at_least = p_at_least(raw, options.min_age, self.start_label)
-                face.at_least = age >= options.min_age
-            faces.append(face)
-        return faces
+        """One full ``FacePrediction`` per row of ``logits`` ``(N, K-1)``, with ``boxes[i]`` as its box."""
+        return full_faces(self, boxes, logits, options or AnswerOptions())
 
     def response(
         self, boxes: Sequence[Sequence[int]], logits: np.ndarray, options: AnswerOptions | None = None
-    ) -> PredictResponse:
-        """The ``POST /predict`` body for faces ordered largest first: the first face's fields plus ``faces``."""
-        faces = self.faces(boxes, logits, options)
-        if not faces:
-            raise ValueError("response() needs at least one face")
-        # The faces were validated when built: the top level repeats the first one's fields without checking them
-        # again (hundreds of floats per face).
-        return PredictResponse.model_construct(**dict(faces[0]), faces=faces)
+    ) -> Answer:
+        """The ``POST /predict`` body for faces ordered largest first, in the view of ``options`` (default full: the
+        first face's fields, ``model_id`` and ``faces``); see ``service.answers``."""
+        return build_answer(self, boxes, logits, options or AnswerOptions())
 
 
 def configure_device(threads: int = 0) -> str:

@@ -4,6 +4,9 @@ them), and says what the issue asks: GPU, probes on the service's routes, non-ro
 from __future__ import annotations
 
 import copy
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +23,8 @@ def _documents() -> list[dict[str, Any]]:
     return [doc for path in MANIFESTS for doc in yaml.safe_load_all(path.read_text()) if doc]
 
 
-def _one(kind: str) -> dict[str, Any]:
-    (doc,) = [doc for doc in _documents() if doc["kind"] == kind]
+def _one(kind: str, name: str | None = None) -> dict[str, Any]:
+    (doc,) = [doc for doc in _documents() if doc["kind"] == kind and name in (None, doc["metadata"]["name"])]
     return doc
 
 
@@ -49,7 +52,7 @@ def test_the_deployment_runs_on_a_gpu_with_probes_non_root_and_the_model_from_a_
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     env = {item["name"]: item["value"] for item in container["env"]}
     mounts = {mount["mountPath"]: mount for mount in container["volumeMounts"]}
-    assert env["MODEL_PATH"].startswith("/models/")
+    assert env["MODEL_REPOSITORY"].startswith("/models/")
     assert mounts["/models"]["readOnly"] is True
     assert "/tmp" in mounts
 
@@ -62,8 +65,65 @@ def test_service_and_autoscaler_point_at_the_deployment() -> None:
 
 
 def test_the_indexed_job_shards_age_demo_over_its_completions() -> None:
-    job = _one("Job")["spec"]
+    job = _one("Job", "age-demo")["spec"]
     assert job["completionMode"] == "Indexed"
     args = job["template"]["spec"]["containers"][0]["args"]
     assert args[0] == "age-demo"
     assert int(args[args.index("--shard") + 1]) == job["completions"] == job["parallelism"]
+
+
+def test_models_roll_out_through_the_repository_volume_or_a_surge_of_new_pods() -> None:
+    """The rollout pattern of docs/deployment.md: the publish Job writes a version into the volume the pods read
+    their MODEL_REPOSITORY from (they poll it); a new image rolls out one ready pod at a time, never fewer."""
+    deployment = _one("Deployment")["spec"]
+    assert deployment["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    pod = deployment["template"]["spec"]
+    (container,) = pod["containers"]
+    env = {item["name"]: item["value"] for item in container["env"]}
+    assert float(env["MODEL_POLL_SECONDS"]) > 0
+    served_claims = {
+        v["name"]: v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"] if "persistentVolumeClaim" in v
+    }
+    (serve_mount,) = [m for m in container["volumeMounts"] if env["MODEL_REPOSITORY"].startswith(m["mountPath"] + "/")]
+    assert serve_mount["readOnly"] is True
+
+    publish = _one("Job", "age-publish-model")["spec"]["template"]["spec"]
+    (publisher,) = publish["containers"]
+    publish_env = {item["name"]: item["value"] for item in publisher["env"]}
+    publish_claims = {v["name"]: v["persistentVolumeClaim"]["claimName"] for v in publish["volumes"]}
+    (publish_mount,) = publisher["volumeMounts"]
+    assert not publish_mount.get("readOnly", False)
+    assert publish_claims[publish_mount["name"]] == served_claims[serve_mount["name"]]
+    # Both see the same folder of versions: the pods' path below their mount is the Job's below its own.
+    below = env["MODEL_REPOSITORY"].removeprefix(serve_mount["mountPath"])
+    assert publish_env["REPOSITORY"] == publish_mount["mountPath"] + below
+    script = publisher["args"][0]
+    assert 'mv "$staging" "$REPOSITORY/$MODEL_VERSION"' in script, "a version appears in one rename"
+    assert _one("PersistentVolumeClaim", "age-models")["spec"]["accessModes"] == ["ReadWriteMany"]
+
+
+def test_the_publish_script_adds_a_version_in_one_rename_and_never_overwrites(tmp_path: Path) -> None:
+    """The Job's shell script, run here with the project's Python: a checked copy renamed into place."""
+    (publisher,) = _one("Job", "age-publish-model")["spec"]["template"]["spec"]["containers"]
+    repository = tmp_path / "age"
+    env = {
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+        "PYTHONPATH": str(ROOT),
+        "MODEL_SOURCE": str(ROOT / "models" / "default.h5"),
+        "REPOSITORY": str(repository),
+    }
+
+    def publish(version: str) -> subprocess.CompletedProcess[str]:
+        command = [*publisher["command"], publisher["args"][0]]
+        return subprocess.run(command, env={**env, "MODEL_VERSION": version}, capture_output=True, text=True)
+
+    assert publish("2").returncode == 0
+    assert sorted(path.name for path in repository.iterdir()) == ["2"]
+    assert (repository / "2" / "model.h5").read_bytes() == (ROOT / "models" / "default.h5").read_bytes()
+    again = publish("2")
+    assert again.returncode == 1
+    assert "never overwritten" in again.stderr
+    assert publish("latest").returncode == 1
+    env["MODEL_SOURCE"] = str(ROOT / "README.md")
+    assert publish("3").returncode != 0, "a file that is not a model is not published"
+    assert sorted(path.name for path in repository.iterdir() if not path.name.startswith(".")) == ["2"]
