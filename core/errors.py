@@ -7,23 +7,37 @@ input and what was expected.
 
 
 class AgeEstimationError(Exception):
-    """Base class of every error ``core`` raises on purpose."""
+    """Base class of every error ``core`` raises on purpose.
+
+    ``code`` is the stable snake_case name an HTTP client sees (``service.errors`` maps it to a status); one that
+    a request should never cause is an ``internal_error``.
+    """
+
+    code = "internal_error"
 
 
 class ImageError(AgeEstimationError):
     """An image could not be used."""
 
+    code = "bad_request"
+
 
 class UnreadableImageError(ImageError):
     """The bytes are empty, truncated or corrupt (HTTP 400)."""
+
+    code = "corrupt_image"
 
 
 class ImageTooLargeError(ImageError):
     """The upload or its pixel count is over the configured limit (HTTP 413)."""
 
+    code = "image_too_large"
+
 
 class UnsupportedImageError(ImageError):
     """The content is not a JPEG, PNG, WebP, BMP or TIFF image (HTTP 415)."""
+
+    code = "unsupported_image"
 
 
 class ImageTooComplexError(ImageError):
@@ -35,6 +49,8 @@ class ImageTooComplexError(ImageError):
 
 class NoFaceError(AgeEstimationError):
     """No face was found in an image (HTTP 422)."""
+
+    code = "no_face"
 
 
 class ModelFileError(AgeEstimationError):

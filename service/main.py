@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import copy
 import logging
 import signal
 import sys
@@ -28,10 +27,12 @@ from fastapi.staticfiles import StaticFiles
 
 from core.errors import AgeEstimationError
 from service.alignment import Aligner, aligner_from_metadata
+from service.auth import ApiKeys
 from service.connections import AcceptErrorFilter, guarded_h11, raise_open_file_limit
 from service.errors import install_error_handlers
-from service.guards import RequestGuardMiddleware
-from service.metrics import RequestMetricsMiddleware, ServiceMetrics
+from service.logs import logging_config
+from service.metrics import ServiceMetrics
+from service.middleware import install_middleware
 from service.model_repository import ModelSource
 from service.reloader import ModelReloader, predictor_loader
 from service.routes import batch, model_info, page, predict, probes, status
@@ -83,9 +84,8 @@ def create_app(settings: ServiceSettings | None = None, on_fatal: FatalHandler |
     )
     app.state.runtime = runtime
     install_error_handlers(app)
-    # The guard refuses ambiguous requests before any route reads them; inside the metrics, so refusals are counted.
-    app.add_middleware(RequestGuardMiddleware, body_timeout_s=runtime.settings.body_timeout_s)
-    app.add_middleware(RequestMetricsMiddleware, metrics=runtime.metrics)
+    # Request ids, logs, metrics, CORS, gzip, API keys, the guard: their order matters, so they are added in one place.
+    install_middleware(app, runtime)
     app.include_router(predict.router)
     app.include_router(batch.router)
     app.include_router(probes.router)
@@ -171,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = load_settings(model_path=args.model, predict_config=args.config)
         ModelSource(settings).preflight()
+        ApiKeys.from_settings(settings)
     except AgeEstimationError as exc:
         print(f"age-serve: {exc}", file=sys.stderr)
         return 1
@@ -181,9 +182,8 @@ def main(argv: list[str] | None = None) -> int:
         server.should_exit = True
 
     app = create_app(settings, on_fatal=stop)
-    # The service's own loggers ("ready", tracebacks of bugs) print like uvicorn's, at the same level.
-    log_config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
-    log_config["loggers"]["service"] = {"handlers": ["default"], "level": args.log_level.upper(), "propagate": False}
+    # The service's own loggers ("ready", tracebacks of bugs) print like uvicorn's, at its level, as LOG_FORMAT says.
+    log_config = logging_config(settings.log_format, args.log_level)
     logging.getLogger("asyncio").addFilter(AcceptErrorFilter())
     # Room for MAX_CONNECTIONS sockets plus the model's and dlib's files.
     raise_open_file_limit(settings.max_connections + 256)
@@ -193,6 +193,8 @@ def main(argv: list[str] | None = None) -> int:
         port=args.port,
         log_level=args.log_level,
         log_config=log_config,
+        # service.logs writes one line per request, with its duration and model, instead.
+        access_log=False,
         http=guarded_h11(settings.head_timeout_s, settings.max_connections),
         timeout_keep_alive=max(1, round(settings.keep_alive_s)),
         timeout_graceful_shutdown=round(settings.shutdown_timeout_s),

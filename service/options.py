@@ -1,4 +1,5 @@
-"""The query parameters that shape an answer (``threshold``, ``coverage``, ``min_age``), as one FastAPI dependency.
+"""The query parameters that shape an answer (``threshold``, ``coverage``, ``min_age``, ``view``), as one FastAPI
+dependency.
 
 Every route that answers with face predictions takes ``AnswerOptionsDep``, so ``/predict`` and its batch variant
 describe, validate (422 outside the ranges) and apply the same parameters.
@@ -7,20 +8,25 @@ describe, validate (422 outside the ranges) and apply the same parameters.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import Depends, Query
 
 DEFAULT_COVERAGE = 0.9
 
+View = Literal["basic", "full"]
+"""``full``: every CORAL output of each face; ``basic``: the age, its interval and the box (a few hundred bytes)."""
+
 
 @dataclass(frozen=True)
 class AnswerOptions:
-    """``threshold`` in (0, 1) or ``None`` (the predict config's); ``coverage`` in (0, 1); ``min_age`` in years."""
+    """``threshold`` in (0, 1) or ``None`` (the predict config's); ``coverage`` in (0, 1); ``min_age`` in years;
+    ``view`` the shape of the body."""
 
     threshold: float | None = None
     coverage: float = DEFAULT_COVERAGE
     min_age: int | None = None
+    view: View = "full"
 
 
 async def answer_options(
@@ -47,8 +53,16 @@ async def answer_options(
             "`result_value >= min_age` to every face",
         ),
     ] = None,
+    view: Annotated[
+        View,
+        Query(
+            description="`full` (default): every face's logits, probabilities and distribution besides its age; "
+            "`basic`: only `result_value`, `age_interval`, `coverage`, `calibrated`, `uncertain`, `box` (and "
+            "`p_at_least`, `at_least` with `min_age`) per face"
+        ),
+    ] = "full",
 ) -> AnswerOptions:
-    return AnswerOptions(threshold, coverage, min_age)
+    return AnswerOptions(threshold, coverage, min_age, view)
 
 
 AnswerOptionsDep = Annotated[AnswerOptions, Depends(answer_options)]

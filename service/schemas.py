@@ -50,10 +50,45 @@ class FacePrediction(BaseModel):
     )
 
 
-class PredictResponse(FacePrediction):
-    """``POST /predict``: the largest face's fields at the top level, and every face, largest first, in ``faces``."""
+MODEL_ID_DESCRIPTION = "the model that answered, `name[:version]@sha256:<12 hex>` (also the `X-Model-Id` header)"
 
+
+class PredictResponse(FacePrediction):
+    """``POST /predict`` (``view=full``): the largest face's fields at the top level, every face, largest first, in
+    ``faces``, and the id of the model that answered. Floats are written at float32's shortest round-trip form."""
+
+    model_id: str = Field(description=MODEL_ID_DESCRIPTION)
     faces: list[FacePrediction]
+
+
+def _absent(value: object) -> bool:
+    return value is None
+
+
+class BasicFace(BaseModel):
+    """One face of a ``view=basic`` answer: the age, its interval and the box; ``p_at_least`` and ``at_least`` only
+    when ``min_age`` was given (omitted otherwise, not null)."""
+
+    result_value: int
+    age_interval: list[int] = Field(min_length=2, max_length=2)
+    coverage: float = Field(gt=0.0, lt=1.0)
+    calibrated: bool
+    uncertain: bool = False
+    box: list[int] = Field(min_length=4, max_length=4)
+    # Left out when absent (per field: a batch mixes these with full bodies, whose nulls stay).
+    p_at_least: float | None = Field(default=None, ge=0.0, le=1.0, exclude_if=_absent)
+    at_least: bool | None = Field(default=None, exclude_if=_absent)
+
+
+class BasicResponse(BaseModel):
+    """``POST /predict?view=basic``: the model's id and, largest first, each face's age, interval and box."""
+
+    model_id: str = Field(description=MODEL_ID_DESCRIPTION)
+    faces: list[BasicFace]
+
+
+Answer = PredictResponse | BasicResponse
+"""The body of ``POST /predict`` (and of each answered ``/predict/batch`` item), by ``view``."""
 
 
 class HealthResponse(BaseModel):
@@ -65,9 +100,14 @@ class HealthResponse(BaseModel):
 
 
 class ErrorResponse(BaseModel):
-    """Every error: one human-readable line."""
+    """Every error, as RFC 9457 problem details (``application/problem+json``); ``service.errors`` builds it."""
 
-    detail: str
+    type: str = Field(description="`urn:age-estimation:problem:<code>`: identifies the kind of problem")
+    title: str = Field(description="a short summary of the kind of problem, fixed per `code`")
+    status: int = Field(description="the HTTP status code")
+    detail: str = Field(description="one human-readable line: what was wrong with this request")
+    code: str = Field(description="stable snake_case name of the problem (see docs/serving.md): branch on this")
+    request_id: str | None = Field(description="this request's `X-Request-ID`, as in the service's logs")
 
 
 def error_responses(descriptions: dict[int, str]) -> dict[int | str, dict[str, Any]]:

@@ -11,10 +11,19 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    FilePath,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from core.artifact import read_metadata
 from core.errors import ConfigError
@@ -85,6 +94,25 @@ class PredictConfig(BaseModel):
 
     Labels are ages in years: rank ``r`` in ``0..n_classes-1`` means age ``start_label + r``, so ``end_label`` must
     equal ``start_label + n_classes - 1``. ``model_path`` is relative to the config file's folder unless absolute.
+    # The edge of the service: who may call it, from which pages, and how its answers and logs look.
+    api_keys: SecretStr | None = Field(
+        default=None, description="comma-separated API keys; when set, all but the probes and the page need one"
+    )
+    api_keys_file: FilePath | None = Field(
+        default=None, description="file of API keys, one per line ('#' starts a comment); with or without API_KEYS"
+    )
+    metrics_require_key: bool = Field(default=True, description="with API keys, GET /metrics needs one too")
+    cors_origins: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(), description="comma-separated origins whose pages may call the API ('*': any)"
+    )
+    log_format: Literal["text", "json"] = Field(default="text", description="log lines as text, or a JSON object each")
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
     """
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True, protected_namespaces=())

@@ -10,10 +10,11 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 
+from service.answers import MODEL_ID_HEADER
 from service.options import AnswerOptionsDep
 from service.pipeline import AlignedQuery, answer
 from service.runtime import AlignerDep, ReadyRuntimeDep
-from service.schemas import PredictResponse, error_responses
+from service.schemas import Answer, error_responses
 from service.upload import read_image
 
 router = APIRouter()
@@ -23,7 +24,7 @@ _ERRORS = error_responses(
         400: "the image is unreadable or corrupt",
         413: "the upload or its pixel count is over the limit",
         415: "the content is not a JPEG, PNG, WebP, BMP or TIFF image",
-        422: "no face found, no `file` field, or a bad `threshold`, `coverage` or `min_age`",
+        422: "no face found, no `file` field, or a bad `threshold`, `coverage`, `min_age` or `view`",
         503: "the model is still loading",
     }
 )
@@ -59,7 +60,7 @@ _UPLOAD_BODY: dict[str, Any] = {
 }
 
 
-@router.post("/predict", response_model=PredictResponse, responses=_ERRORS, openapi_extra=_UPLOAD_BODY)
+@router.post("/predict", response_model=Answer, responses=_ERRORS, openapi_extra=_UPLOAD_BODY)
 async def predict(
     request: Request,
     runtime: ReadyRuntimeDep,
@@ -68,8 +69,9 @@ async def predict(
     aligned: AlignedQuery = False,
 ) -> Response:
     """Estimate the age of every face (up to ``MAX_FACES``, largest first) in the multipart field ``file``, or in
-    the JSON ``{"image": "<base64>"}``; with ``aligned=true`` the upload is one face chip."""
+    the JSON ``{"image": "<base64>"}``; with ``aligned=true`` the upload is one face chip. ``view=basic`` answers
+    only each face's age, interval and box. The ``X-Model-Id`` header names the model that answered."""
     data = await read_image(request, runtime.settings.max_upload_bytes)
     body = await answer(runtime, aligner, data, options, aligned)
     # Serialised once by pydantic-core: returned as a model, FastAPI would validate and encode it a second time.
-    return Response(body.model_dump_json(), media_type="application/json")
+    return Response(body.model_dump_json(), media_type="application/json", headers={MODEL_ID_HEADER: body.model_id})

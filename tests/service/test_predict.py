@@ -49,7 +49,8 @@ def _check_body(body: dict, threshold: float = CONFIG_THRESHOLD) -> None:
     assert body["faces"], "faces must list at least the top-level face"
     for face in body["faces"]:
         _check_face(face, threshold)
-    top_level = {key: value for key, value in body.items() if key != "faces"}
+    assert body["model_id"].startswith("tiny@sha256:"), "every answer names the model that gave it"
+    top_level = {key: value for key, value in body.items() if key not in ("faces", "model_id")}
     assert top_level == body["faces"][0], "the top-level fields are the largest face's"
     areas = [_area(face["box"]) for face in body["faces"]]
     assert areas == sorted(areas, reverse=True), "faces are listed largest first"
@@ -135,7 +136,8 @@ def _png_header(width: int, height: int) -> bytes:
 def test_bad_images_get_their_status_and_a_detail(client: TestClient, data: bytes, status: int, words: str) -> None:
     response = _post(client, data)
     assert response.status_code == status
-    assert set(response.json()) == {"detail"}
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["status"] == status
     assert words in response.json()["detail"]
 
 
@@ -216,7 +218,9 @@ def test_a_bug_gives_a_logged_500_not_a_crash(
     finally:
         app.dependency_overrides.clear()
     assert response.status_code == 500
-    assert response.json() == {"detail": "internal error; the service logged the details"}
+    assert response.json()["detail"] == "internal error; the service logged the details"
+    assert response.json()["code"] == "internal_error"
+    assert response.json()["request_id"] == response.headers["x-request-id"], "the 500 names its request"
     tracebacks = [record.exc_info[0] for record in caplog.records if record.exc_info]
     assert ZeroDivisionError in tracebacks, "the 500 left no traceback in the log"
     assert _metric(app, "age_http_request_seconds_count", route="/predict") == timed_before + 1

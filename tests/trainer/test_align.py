@@ -209,6 +209,27 @@ def test_utkface_names_give_ages_and_ids(tmp_path: Path, fixtures_dir: Path) -> 
     assert pd.read_csv(out / "failed.csv").to_dict("records") == [{"Path": "portrait.jpg", "reason": "bad_name"}]
 
 
+# ``age-align`` whose worker never finishes the image named by the first argument (pool workers are forked, so
+# they inherit the patched function); the other arguments are age-align's.
+HOLD_ONE_IMAGE = """
+import sys, threading
+import trainer.data.align as align
+from trainer.cli.align import main
+
+held, align_one = sys.argv.pop(1), align._align_one
+
+
+def holding(rel):
+    if rel == held:
+        threading.Event().wait()
+    return align_one(rel)
+
+
+align._align_one = holding
+sys.exit(main())
+"""
+
+
 @pytest.mark.slow
 def test_killed_run_resumes_to_the_same_result(utkface_dir: Path, tmp_path: Path) -> None:
     rows = pd.read_csv(utkface_dir / "labels.csv").sample(60, random_state=3)
@@ -216,16 +237,21 @@ def test_killed_run_resumes_to_the_same_result(utkface_dir: Path, tmp_path: Path
     rows.to_csv(csv, index=False)
     env = os.environ | {"PYTHONPATH": str(REPO_ROOT)}
 
-    def command(out: Path) -> list[str]:
+    def command(out: Path, held: str | None = None) -> list[str]:
         paths = ["--images", str(utkface_dir), "--csv", str(csv), "--out", str(out)]
-        return [sys.executable, "-m", "trainer.cli.align", *paths, "--workers", "2"]
+        if held is None:
+            return [sys.executable, "-m", "trainer.cli.align", *paths, "--workers", "2"]
+        # The same command, except that the image ``held`` is never finished: the run cannot end before the
+        # kill, however fast the machine aligns the others.
+        return [sys.executable, "-c", HOLD_ONE_IMAGE, held, *paths, "--workers", "2"]
 
     reference, resumed = tmp_path / "reference", tmp_path / "resumed"
     subprocess.run(command(reference), check=True, capture_output=True, env=env, cwd=REPO_ROOT)
 
     quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    held = sorted(rows["Path"])[len(rows) // 2]
     # A new session, so that the kill takes the worker processes too, as a killed job or a lost machine would.
-    job = subprocess.Popen(command(resumed), env=env, cwd=REPO_ROOT, start_new_session=True, **quiet)
+    job = subprocess.Popen(command(resumed, held), env=env, cwd=REPO_ROOT, start_new_session=True, **quiet)
     journal = resumed / ".age-align" / "journal.jsonl"
     deadline = time.monotonic() + 60
     while job.poll() is None and time.monotonic() < deadline:
@@ -233,8 +259,9 @@ def test_killed_run_resumes_to_the_same_result(utkface_dir: Path, tmp_path: Path
             os.killpg(job.pid, signal.SIGKILL)
             break
         time.sleep(0.01)
-    assert job.wait() == -signal.SIGKILL, "the run finished before it could be killed"
+    assert job.wait() == -signal.SIGKILL, "the run ended before 10 images were journalled"
     assert not (resumed / "labels.csv").exists()
+    assert f'"path": "{held}"' not in journal.read_text(), "the held image was never held"
     finished = [chip_path(json.loads(line)["path"]) for line in journal.read_text().splitlines()[:10]]
     kept = {rel: (resumed / rel).stat().st_mtime_ns for rel in finished if (resumed / rel).is_file()}
 
