@@ -16,7 +16,7 @@ help: ## list the targets
 $(STAMP): pyproject.toml
 	@test -x $(PY) || python3.11 -m venv $(VENV) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[cpu,train,serve,dev]'
+	$(PY) -m pip install --quiet -e '.[cpu,train,serve,dev,batch]'
 	@touch $(STAMP)
 
 setup: $(STAMP) ## create .venv/ and install everything (CPU TensorFlow, dlib, landmark model, dev tools); fast when done

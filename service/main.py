@@ -35,7 +35,7 @@ from service.metrics import ServiceMetrics
 from service.middleware import install_middleware
 from service.model_repository import ModelSource
 from service.reloader import ModelReloader, predictor_loader
-from service.routes import batch, model_info, page, predict, probes, status
+from service.routes import batch, inference_v2, model_info, page, predict, probes, status
 from service.runtime import Runtime
 from service.settings import ServiceSettings, load_settings
 
@@ -91,6 +91,7 @@ def create_app(settings: ServiceSettings | None = None, on_fatal: FatalHandler |
     app.include_router(probes.router)
     app.include_router(model_info.router)
     app.include_router(status.router)
+    app.include_router(inference_v2.router)
     app.include_router(page.router)
     app.mount("/static", StaticFiles(directory=page.STATIC_DIR), name="static")
     app.mount("/docs-assets", StaticFiles(directory=page.SWAGGER_UI_DIR), name="docs-assets")

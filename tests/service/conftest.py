@@ -6,12 +6,16 @@ its biases are spread wide so that different chips get different ages. Nothing h
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+import socket
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -124,6 +128,39 @@ def wait_until_settled(client: TestClient, timeout_s: float = 60.0) -> int:
             break
         time.sleep(0.05)
     return client.get("/health").status_code
+
+
+@contextlib.contextmanager
+def live_server(app: FastAPI, timeout_s: float = 120.0) -> Iterator[str]:
+    """Serve ``app`` with uvicorn on a free localhost port in a background thread; yield its URL once ``/health``
+    answers 200 (for clients that need a real socket, like ``tritonclient`` or a browser)."""
+    import httpx
+    import uvicorn
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + timeout_s
+        while not _healthy(httpx, f"{url}/health"):
+            if time.monotonic() > deadline:
+                pytest.fail(f"the server did not become healthy within {timeout_s:g} s")
+            time.sleep(0.1)
+        yield url
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
+
+
+def _healthy(httpx: Any, url: str) -> bool:
+    try:
+        return bool(httpx.get(url, timeout=2).status_code == 200)
+    except httpx.TransportError:
+        return False
 
 
 @pytest.fixture(scope="session")
