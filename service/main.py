@@ -26,11 +26,14 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from core.errors import AgeEstimationError
+from service.admission import MemoryBudget
 from service.alignment import Aligner, aligner_from_metadata
 from service.auth import ApiKeys
 from service.connections import AcceptErrorFilter, guarded_h11, raise_open_file_limit
+from service.decoding import DetectionPool
 from service.errors import install_error_handlers
 from service.logs import logging_config
+from service.memory import configure_malloc, trim_when_idle
 from service.metrics import ServiceMetrics
 from service.middleware import install_middleware
 from service.model_repository import ModelSource
@@ -55,7 +58,9 @@ def create_app(settings: ServiceSettings | None = None, on_fatal: FatalHandler |
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        runtime.detect_pool = ThreadPoolExecutor(runtime.settings.detect_workers, thread_name_prefix="detect")
+        limits = runtime.settings
+        runtime.detect_pool = DetectionPool(limits.detect_workers, limits.decode_timeout_s, limits.max_inflight_pixels)
+        trimming = asyncio.create_task(trim_when_idle(app.state.inflight_bytes, limits.memory_trim_s), name="trim")
         # Before the load, so that a SIGHUP during it is a reload request once serving, not the end of the process.
         reloader, loop = runtime.reloader, asyncio.get_running_loop()
         listening = reloader is not None and reloader.listen(loop)
@@ -64,6 +69,7 @@ def create_app(settings: ServiceSettings | None = None, on_fatal: FatalHandler |
             yield
         finally:
             loading.cancel()
+            trimming.cancel()
             await asyncio.gather(loading, return_exceptions=True)
             if listening:
                 loop.remove_signal_handler(signal.SIGHUP)
@@ -81,8 +87,11 @@ def create_app(settings: ServiceSettings | None = None, on_fatal: FatalHandler |
         # /docs is served by routes.page from local files; ReDoc would load from a CDN, so it is off.
         docs_url=None,
         redoc_url=None,
+        # No trailing-slash redirects: Starlette builds their Location from the Host header (an open redirect).
+        redirect_slashes=False,
     )
     app.state.runtime = runtime
+    app.state.inflight_bytes = MemoryBudget(runtime.settings.max_inflight_bytes, "body bytes", "MAX_INFLIGHT_BYTES")
     install_error_handlers(app)
     # Request ids, logs, metrics, CORS, gzip, API keys, the guard: their order matters, so they are added in one place.
     install_middleware(app, runtime)
@@ -94,7 +103,6 @@ def create_app(settings: ServiceSettings | None = None, on_fatal: FatalHandler |
     app.include_router(inference_v2.router)
     app.include_router(page.router)
     app.mount("/static", StaticFiles(directory=page.STATIC_DIR), name="static")
-    app.mount("/docs-assets", StaticFiles(directory=page.SWAGGER_UI_DIR), name="docs-assets")
     return app
 
 
@@ -182,6 +190,8 @@ def main(argv: list[str] | None = None) -> int:
         failure.append(reason)
         server.should_exit = True
 
+    # Before any thread exists: arenas already created would stay.
+    configure_malloc(settings.malloc_arena_max)
     app = create_app(settings, on_fatal=stop)
     # The service's own loggers ("ready", tracebacks of bugs) print like uvicorn's, at its level, as LOG_FORMAT says.
     log_config = logging_config(settings.log_format, args.log_level)
@@ -199,8 +209,9 @@ def main(argv: list[str] | None = None) -> int:
         http=guarded_h11(settings.head_timeout_s, settings.max_connections),
         timeout_keep_alive=max(1, round(settings.keep_alive_s)),
         timeout_graceful_shutdown=round(settings.shutdown_timeout_s),
-        # A request head (line and headers) larger than this is refused by h11 with 400.
-        h11_max_incomplete_event_size=64 * 1024,
+        # A head arriving in pieces is refused by h11 with 400 past this; the guard answers 431 past MAX_HEADER_BYTES
+        # however the head arrives (h11 applies its limit to incomplete heads only).
+        h11_max_incomplete_event_size=settings.max_header_bytes + 8 * 1024,
     )
     server = uvicorn.Server(config)
     server.run()

@@ -1,7 +1,9 @@
 """Prometheus metrics of one app instance, in a registry of its own so that tests can build several apps.
 
 Exposed at ``GET /metrics``: requests by route and status, request latency, latency per stage (``decode``,
-``detect``, ``model``), model batch sizes and faces per image.
+``detect``, ``model``), model batch sizes and faces per image. Every label value comes from a closed set (the route
+table's templates, the HTTP methods, status codes), never from the raw request: a client sending odd methods or
+paths cannot grow the exposition.
 """
 
 from __future__ import annotations
@@ -10,6 +12,9 @@ import time
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE"})
+"""RFC 9110's methods; any other is counted as ``other``."""
 
 _SECONDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -103,9 +108,14 @@ class RequestMetricsMiddleware:
                 self.metrics.request_seconds.labels(route=_route(scope)).observe(time.perf_counter() - started)
             raise
         finally:
-            self.metrics.requests.labels(route=_route(scope), method=scope["method"], status=str(status)).inc()
+            self.metrics.requests.labels(route=_route(scope), method=_method(scope), status=str(status)).inc()
 
 
 def _route(scope: Scope) -> str:
     route = scope.get("route")
     return str(getattr(route, "path", None) or "unmatched")
+
+
+def _method(scope: Scope) -> str:
+    method = str(scope["method"])
+    return method if method in _METHODS else "other"

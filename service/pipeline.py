@@ -2,11 +2,19 @@
 
 ``POST /predict`` and each item of ``POST /predict/batch`` run exactly this, so the two answer the same JSON for the
 same photo. Decoding and dlib alignment run in the detection pool, the model in the micro-batcher's thread.
+
+The CPU budget of one photo: the decode runs in a process killed past ``DECODE_TIMEOUT_S`` or when the request is
+cancelled (``service.decoding``); detection looks at a copy of at most ``DECODE_SIDE`` pixels a side and analyses
+at most ``MAX_FACES`` faces, so its cost is bounded by those settings rather than by the upload. The photo's pixels
+are charged to ``MAX_INFLIGHT_PIXELS`` from its header before anything is decoded.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Annotated, Any, TypeVar
@@ -16,14 +24,17 @@ from fastapi import Query
 from PIL import Image
 from prometheus_client import Histogram
 
-from core.errors import NoFaceError
-from core.image import Decoded, decode_reduced
+from core.errors import ImageError, NoFaceError
+from core.image import Decoded, decode_reduced, image_size
 from service.alignment import AlignedFace, Aligner, full_size_box
+from service.decoding import DetectionPool
 from service.options import AnswerOptions
 from service.runtime import Runtime, ServedModel
 from service.schemas import PredictResponse
 
 T = TypeVar("T")
+
+logger = logging.getLogger(__name__)
 
 AlignedQuery = Annotated[
     bool,
@@ -54,18 +65,32 @@ def whole_image_chip(rgb: np.ndarray, size: int) -> tuple[list[tuple[int, int, i
     return [(0, 0, width - 1, height - 1)], chip[np.newaxis]
 
 
+def _decode(
+    pool: object, data: bytes, max_pixels: int, side: int | None, scans: int, cancelled: threading.Event
+) -> Decoded:
+    if isinstance(pool, DetectionPool):
+        return pool.decoders.decode(data, max_pixels, side, scans, cancelled)
+    return decode_reduced(data, max_pixels, side, scans)
+
+
 def _decode_and_align(
-    decode: Histogram,
-    detect: Histogram,
-    data: bytes,
-    max_pixels: int,
-    side: int | None,
-    aligner: Aligner,
-    aligned: bool,
+    runtime: Runtime, data: bytes, aligner: Aligner, aligned: bool, cancelled: threading.Event
 ) -> tuple[Decoded, Sequence[AlignedFace]]:
-    """Decode ``data`` and, unless it is already a chip (``aligned``), find its faces; each stage timed."""
-    decoded = _timed(decode, decode_reduced, data, max_pixels, side)
-    return decoded, () if aligned else _timed(detect, aligner.align, decoded.rgb)
+    """Decode ``data`` (within the CPU and pixel budgets) and, unless it is already a chip (``aligned``), find its
+    faces; each stage timed. Image errors are logged here, on one line: this is the decoder boundary."""
+    settings, pool = runtime.settings, runtime.detect_pool
+    stage = runtime.metrics.stage_seconds
+    side = None if aligned else settings.decode_side
+    try:
+        width, height = image_size(data)
+        pixels = pool.pixels if isinstance(pool, DetectionPool) else None
+        with pixels.holding(width * height) if pixels is not None else contextlib.nullcontext():
+            args = (pool, data, settings.max_pixels, side, settings.max_jpeg_scans, cancelled)
+            decoded = _timed(stage.labels(stage="decode"), _decode, *args)
+            return decoded, () if aligned else _timed(stage.labels(stage="detect"), aligner.align, decoded.rgb)
+    except ImageError as exc:
+        logger.info("refused an upload of %d bytes: %s: %s", len(data), exc.code, exc)
+        raise
 
 
 async def answer(
@@ -85,16 +110,19 @@ async def _answer_on(
     settings, metrics = runtime.settings, runtime.metrics
     predictor, batcher = served.predictor, served.batcher
     loop = asyncio.get_running_loop()
-    decode = metrics.stage_seconds.labels(stage="decode")
-    detect = metrics.stage_seconds.labels(stage="detect")
     boxes: Sequence[Sequence[int]]
+    cancelled = threading.Event()
     with batcher.expecting():
         # A large photo is decoded reduced (JPEG at 1/2..1/8 scale by draft): detection never looks at the rest.
-        side = None if aligned else settings.decode_side
         # Decoding and detection share one trip to the pool: each hand-off costs the event loop and the GIL.
-        decoded, found = await loop.run_in_executor(
-            runtime.detect_pool, _decode_and_align, decode, detect, data, settings.max_pixels, side, aligner, aligned
-        )
+        try:
+            decoded, found = await loop.run_in_executor(
+                runtime.detect_pool, _decode_and_align, runtime, data, aligner, aligned, cancelled
+            )
+        except asyncio.CancelledError:
+            # The client left or the server stops: the decode process working for nobody is killed.
+            cancelled.set()
+            raise
         rgb = decoded.rgb
         if aligned:
             boxes, chips = whole_image_chip(rgb, predictor.img_size)

@@ -11,19 +11,16 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    FilePath,
-    SecretStr,
     ValidationError,
-    field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core.artifact import read_metadata
 from core.errors import ConfigError
@@ -59,6 +56,17 @@ class ServiceSettings(BaseSettings):
     shutdown_timeout_s: float = Field(default=8.0, ge=0, description="wait for requests in flight on SIGTERM, s")
     detect_workers: int = Field(default_factory=lambda: os.cpu_count() or 1, gt=0, description="face-detection threads")
     max_batch_files: int = Field(default=32, gt=0, description="images per POST /predict/batch at most")
+    # Limits against hostile uploads (issue 20); docs/serving.md, "Limits and hardening", says what each bounds.
+    max_jpeg_scans: int = Field(default=100, gt=0, description="scans (SOS markers) of a JPEG at most")
+    decode_timeout_s: float = Field(default=4.0, gt=0, description="CPU budget of one decode, s; then it is killed")
+    max_inflight_bytes: int = Field(default=512 * 2**20, gt=0, description="request body bytes held at once")
+    max_inflight_pixels: int = Field(default=120_000_000, gt=0, description="pixels being decoded at once")
+    max_header_count: int = Field(default=100, gt=0, description="request header fields at most")
+    max_header_bytes: int = Field(default=32 * 1024, gt=0, description="request line and headers, bytes at most")
+    max_json_depth: int = Field(default=16, gt=0, description="nesting of a JSON body at most")
+    max_json_number_chars: int = Field(default=32, gt=0, description="characters of one JSON number at most")
+    malloc_arena_max: int = Field(default=2, ge=0, description="glibc malloc arenas; 0 keeps glibc's default")
+    memory_trim_s: float = Field(default=2.0, gt=0, description="idle seconds before freed memory is returned")
     max_interval_width: float | None = Field(
         default=None, gt=0, description="faces whose age_interval is wider (high - low, years) are marked uncertain"
     )

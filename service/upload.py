@@ -3,15 +3,16 @@
 Two body types: ``multipart/form-data`` (field ``file``, parsed chunk by chunk with python-multipart) and
 ``application/json`` (``{"image": "<base64>"}``, or ``{"images": [...]}`` for a batch). The request is refused with
 ``ImageTooLargeError`` (413) as soon as the declared ``Content-Length`` or the bytes actually received pass the
-limit, so a client cannot make the service buffer a gigabyte before saying no. There is deliberately no URL input:
-a server that fetches URLs for its clients can be made to reach its own network (SSRF).
+limit, so a client cannot make the service buffer a gigabyte before saying no. A JSON body's shape (nesting,
+number of values, number lengths) is checked chunk by chunk as it arrives and it is parsed off the event loop
+(``service.json_body``). There is deliberately no URL input: a server that fetches URLs for its clients can be
+made to reach its own network (SSRF).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import json
 import math
 from typing import Any
 
@@ -20,7 +21,8 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import Request
 
 from core.errors import AgeEstimationError, ImageTooLargeError, UnreadableImageError
-from service.errors import FormError
+from service.errors import BodyTooLargeError, FormError, TooManyItemsError
+from service.json_body import JsonShape, parse_json
 
 FORM_OVERHEAD_BYTES = 64 * 1024
 """Room for the multipart boundaries, part headers and small extra fields on top of the file's own limit."""
@@ -124,7 +126,7 @@ async def read_image(request: Request, max_bytes: int) -> bytes:
     """
     if not _is_json(request):
         return await read_upload(request, max_bytes)
-    body = await _read_json(request, _base64_limit(max_bytes) + FORM_OVERHEAD_BYTES, max_bytes)
+    body = await _read_json(request, _base64_limit(max_bytes) + FORM_OVERHEAD_BYTES, max_bytes, max_files=1)
     if not isinstance(body, dict) or "image" not in body:
         raise FormError(
             "send the photo as multipart/form-data in a field named 'file', or as the JSON object "
@@ -143,17 +145,18 @@ async def read_images(request: Request, max_bytes: int, max_files: int) -> list[
     More than ``max_files`` items, or a body over ``max_files`` times the file limit, is ``ImageTooLargeError``.
     """
     if _is_json(request):
-        body = await _read_json(request, max_files * _base64_limit(max_bytes) + FORM_OVERHEAD_BYTES, max_bytes)
+        body_limit = max_files * _base64_limit(max_bytes) + FORM_OVERHEAD_BYTES
+        body = await _read_json(request, body_limit, max_bytes, max_files)
         if not isinstance(body, dict) or not isinstance(body.get("images"), list) or not body["images"]:
             raise FormError('send the JSON object {"images": ["<base64>", ...]} with at least one image')
         items: list[Any] = body["images"]
         if len(items) > max_files:
-            raise ImageTooLargeError(f"{len(items)} images in one batch; MAX_BATCH_FILES is {max_files}")
+            raise TooManyItemsError(f"{len(items)} images in one batch; MAX_BATCH_FILES is {max_files}")
         return [decode_base64(item, max_bytes) for item in items]
     limit = max_files * (max_bytes + FORM_OVERHEAD_BYTES)
     part = await _read_form(request, max_bytes, "file", max_parts=max_files, body_limit=limit)
     if part.extra_parts:
-        raise ImageTooLargeError(f"{max_files + part.extra_parts} files in one batch; MAX_BATCH_FILES is {max_files}")
+        raise TooManyItemsError(f"{max_files + part.extra_parts} files in one batch; MAX_BATCH_FILES is {max_files}")
     if part.data is not None:
         raise FormError("the multipart body ends inside a 'file' part, before its closing boundary")
     if not part.parts:
@@ -186,24 +189,27 @@ def _is_json(request: Request) -> bool:
     return media_type == b"application/json"
 
 
-async def _read_body(request: Request, body_limit: int, max_bytes: int) -> bytes:
+def _check_declared_length(request: Request, body_limit: int, max_bytes: int) -> None:
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > body_limit:
-        raise ImageTooLargeError(f"the upload is {int(declared)} bytes; the limit is {max_bytes} bytes per image")
+        raise BodyTooLargeError(f"the upload is {int(declared)} bytes; the limit is {max_bytes} bytes per image")
+
+
+async def _read_json(request: Request, body_limit: int, max_bytes: int, max_files: int) -> Any:
+    """The parsed JSON body: its length checked before reading, its shape while reading, parsed in a thread."""
+    _check_declared_length(request, body_limit, max_bytes)
+    settings = request.app.state.runtime.settings
+    # {"images": [...]}: the object, its key, the array, one value per image, and room for a few other fields.
+    shape = JsonShape(
+        settings.max_json_depth, max_files + 16, settings.max_json_number_chars, f" (MAX_BATCH_FILES is {max_files})"
+    )
     body = bytearray()
     async for chunk in request.stream():
+        if len(body) + len(chunk) > body_limit:
+            raise BodyTooLargeError(f"the upload is over the limit of {max_bytes} bytes per image")
+        shape.feed(chunk)
         body += chunk
-        if len(body) > body_limit:
-            raise ImageTooLargeError(f"the upload is over the limit of {max_bytes} bytes per image")
-    return bytes(body)
-
-
-async def _read_json(request: Request, body_limit: int, max_bytes: int) -> Any:
-    raw = await _read_body(request, body_limit, max_bytes)
-    try:
-        return json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise FormError(f"the body is not valid JSON: {exc}") from None
+    return await parse_json(bytes(body), settings.max_json_number_chars)
 
 
 async def _read_form(request: Request, max_bytes: int, field: str, max_parts: int, body_limit: int) -> _FilePart:
@@ -211,10 +217,7 @@ async def _read_form(request: Request, max_bytes: int, field: str, max_parts: in
     boundary = params.get(b"boundary")
     if media_type != b"multipart/form-data" or not boundary:
         raise FormError(f"send the image as multipart/form-data in a field named '{field}', or as JSON with base64")
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > body_limit:
-        raise ImageTooLargeError(f"the upload is {int(declared)} bytes; the limit is {max_bytes} bytes")
-
+    _check_declared_length(request, body_limit, max_bytes)
     part = _FilePart(field, max_bytes, max_parts)
     callbacks = {name: getattr(part, name) for name in dir(part) if name.startswith("on_")}
     received = 0
@@ -224,7 +227,7 @@ async def _read_form(request: Request, max_bytes: int, field: str, max_parts: in
         async for chunk in request.stream():
             received += len(chunk)
             if received > body_limit:
-                raise ImageTooLargeError(f"the upload is over the limit of {max_bytes} bytes")
+                raise BodyTooLargeError(f"the upload is over the limit of {max_bytes} bytes")
             parser.write(chunk)
             if max_parts == 1 and part.too_large():
                 raise ImageTooLargeError(f"the file is over the limit of {max_bytes} bytes")
