@@ -5,7 +5,8 @@ open (``s3://``, ``gs://``, ``hdfs://``, ``file://``).
 
 - a folder: every file under it, recursively, whose suffix is a photo type (:data:`PHOTO_SUFFIXES`; hidden files
   skipped), so sidecar files (``.xml``, ``.json``, ``Thumbs.db``) cost nothing;
-- a glob (``*``, ``?``, ``[...]``; ``**/`` spans folders): every file it matches, whatever its suffix;
+- a glob (``*``, ``?``, ``[...]``; ``**/`` spans folders): every file it matches, whatever its suffix (hidden
+  files only when the pattern's last part starts with a dot);
 - a text file of paths: one path or URI a line (blank lines and ``#`` comments skipped), relative paths taken from
   the list's own folder; every listed path is scored, so a missing or non-photo entry gets its error row.
 
@@ -87,7 +88,15 @@ def _glob(filesystem: pafs.FileSystem, pattern: str) -> list[str]:
     if filesystem.get_file_info(base).type != pafs.FileType.Directory:
         return []
     listing = filesystem.get_file_info(pafs.FileSelector(base, recursive=True))
-    return [entry.path for entry in listing if entry.type == pafs.FileType.File and regex.fullmatch(entry.path)]
+    # As in a shell, a wildcard does not match a hidden file's leading dot; a pattern that spells it out does.
+    hidden = parts[-1].startswith(".")
+    return [
+        entry.path
+        for entry in listing
+        if entry.type == pafs.FileType.File
+        and regex.fullmatch(entry.path)
+        and (hidden or not entry.base_name.startswith("."))
+    ]
 
 
 def _glob_regex(pattern: str) -> str:
