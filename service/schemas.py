@@ -7,6 +7,17 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 
+P_AT_LEAST_DESCRIPTION = (
+    "with query min_age=T: P(age >= T) = raw_probas[T - start_label - 1]; 1 for T <= start_label, 0 for T above "
+    "the last age; absent without min_age"
+)
+AT_LEAST_DESCRIPTION = "with query min_age=T: result_value >= T (the thresholded decision); absent without min_age"
+
+
+def _absent(value: object) -> bool:
+    return value is None
+
+
 class FacePrediction(BaseModel):
     """The CORAL output for one face (Cao et al. 2019, Eq. 1).
 
@@ -38,16 +49,11 @@ class FacePrediction(BaseModel):
     uncertain: bool = Field(
         default=False, description="age_interval is wider (high - low) than MAX_INTERVAL_WIDTH years (off by default)"
     )
+    # Left out of the body when absent, not null: two nulls a face were 1% of a one-face answer.
     p_at_least: float | None = Field(
-        default=None,
-        ge=0.0,
-        le=1.0,
-        description="with query min_age=T: P(age >= T) = raw_probas[T - start_label - 1]; 1 for T <= start_label, "
-        "0 for T above the last age; null without min_age",
+        default=None, ge=0.0, le=1.0, exclude_if=_absent, description=P_AT_LEAST_DESCRIPTION
     )
-    at_least: bool | None = Field(
-        default=None, description="with query min_age=T: result_value >= T (the thresholded decision); else null"
-    )
+    at_least: bool | None = Field(default=None, exclude_if=_absent, description=AT_LEAST_DESCRIPTION)
 
 
 MODEL_ID_DESCRIPTION = "the model that answered, `name[:version]@sha256:<12 hex>` (also the `X-Model-Id` header)"
@@ -61,13 +67,9 @@ class PredictResponse(FacePrediction):
     faces: list[FacePrediction]
 
 
-def _absent(value: object) -> bool:
-    return value is None
-
-
 class BasicFace(BaseModel):
     """One face of a ``view=basic`` answer: the age, its interval and the box; ``p_at_least`` and ``at_least`` only
-    when ``min_age`` was given (omitted otherwise, not null)."""
+    when ``min_age`` was given."""
 
     result_value: int
     age_interval: list[int] = Field(min_length=2, max_length=2)
@@ -75,9 +77,10 @@ class BasicFace(BaseModel):
     calibrated: bool
     uncertain: bool = False
     box: list[int] = Field(min_length=4, max_length=4)
-    # Left out when absent (per field: a batch mixes these with full bodies, whose nulls stay).
-    p_at_least: float | None = Field(default=None, ge=0.0, le=1.0, exclude_if=_absent)
-    at_least: bool | None = Field(default=None, exclude_if=_absent)
+    p_at_least: float | None = Field(
+        default=None, ge=0.0, le=1.0, exclude_if=_absent, description=P_AT_LEAST_DESCRIPTION
+    )
+    at_least: bool | None = Field(default=None, exclude_if=_absent, description=AT_LEAST_DESCRIPTION)
 
 
 class BasicResponse(BaseModel):

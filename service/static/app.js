@@ -7,6 +7,8 @@ const SVG_NS = "http://www.w3.org/2000/svg";
 const COLORS = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#9a6324"];
 
 const state = { bitmap: null, faces: [], selected: 0, file: null };
+// The API key, when the server asks for one (401): kept for this tab only, sent as a bearer token.
+const KEY_STORE = "age-estimation-api-key";
 
 const el = (id) => document.getElementById(id);
 
@@ -39,6 +41,21 @@ function startLabel(face) {
   return face.result_value - face.thresholded_probas.reduce((sum, bit) => sum + bit, 0);
 }
 
+function authHeaders() {
+  const key = sessionStorage.getItem(KEY_STORE);
+  return key ? { Authorization: `Bearer ${key}` } : {};
+}
+
+// A 401: ask for a key (again, if the one kept was refused) and analyse the photo once it is given.
+function askForKey(detail) {
+  const refused = sessionStorage.getItem(KEY_STORE) !== null;
+  sessionStorage.removeItem(KEY_STORE);
+  el("key-form").hidden = false;
+  el("view").hidden = true;
+  setStatus(refused ? `The key was not accepted: ${detail}` : "Enter an API key above to analyse photos.", true);
+  el("api-key").focus();
+}
+
 async function analyse(file) {
   if (!file) return;
   state.file = file;
@@ -49,12 +66,16 @@ async function analyse(file) {
   form.append("file", file);
   let response;
   try {
-    response = await fetch(`/predict?${query()}`, { method: "POST", body: form });
+    response = await fetch(`/predict?${query()}`, { method: "POST", body: form, headers: authHeaders() });
   } catch (err) {
     setStatus(`The server could not be reached: ${err}`, true);
     return;
   }
   const body = await response.json().catch(() => ({ detail: response.statusText }));
+  if (response.status === 401) {
+    askForKey(body.detail);
+    return;
+  }
   if (!response.ok) {
     const detail = typeof body.detail === "string" ? body.detail : JSON.stringify(body.detail);
     setStatus(`${response.status}: ${detail}`, true);
@@ -217,6 +238,14 @@ function setUp() {
   drop.addEventListener("drop", (event) => {
     event.preventDefault();
     analyse(event.dataTransfer.files[0]);
+  });
+  el("key-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    sessionStorage.setItem(KEY_STORE, el("api-key").value.trim());
+    el("api-key").value = "";
+    el("key-form").hidden = true;
+    if (state.file) analyse(state.file);
+    else setStatus("Key kept for this tab; choose a photo.");
   });
   el("photo").addEventListener("click", (event) => {
     const canvas = event.currentTarget;
