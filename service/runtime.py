@@ -104,8 +104,8 @@ class Runtime:
     @property
     def ready(self) -> bool:
         """Loaded, warm, and the batcher still answering (a dead batcher makes the service unready)."""
-        loaded = self.predictor is not None and self.batcher is not None and self.aligner is not None
-        return loaded and self.batcher is not None and self.batcher.alive
+        batcher = self.batcher
+        return self.predictor is not None and self.aligner is not None and batcher is not None and batcher.alive
 
 
 async def get_runtime(request: Request) -> Runtime:
