@@ -33,6 +33,9 @@ logger = logging.getLogger(__name__)
 
 _ROOT = Path(__file__).resolve().parents[1]
 
+_START_S = 60.0
+"""How long a new worker may take to import Pillow and numpy (not counted in any decode's budget)."""
+
 _POLL_S = 0.1
 """How often a waiting thread looks at its request's cancellation; the answer itself wakes it at once."""
 
@@ -65,6 +68,15 @@ class _Worker:
         self.answers = Connection(os.dup(self.process.stdout.fileno()), writable=False)
         self.process.stdin.close()
         self.process.stdout.close()
+        self.started = False
+
+    def wait_started(self) -> None:
+        """Wait for the worker's first message, sent once its imports are done, so they cost no decode its budget."""
+        if not self.started:
+            if not self.answers.poll(_START_S):
+                raise OSError("the decode worker did not start")
+            self.answers.recv()
+            self.started = True
 
     def kill(self) -> None:
         self.process.kill()
@@ -112,6 +124,7 @@ class DecodeWorkers:
         worker: _Worker | None = self._idle.get()
         try:
             assert worker is not None
+            worker.wait_started()
             worker.requests.send((data, max_pixels, min_side, max_scans))
             deadline = time.monotonic() + self.timeout_s
             while not worker.answers.poll(min(_POLL_S, max(0.0, deadline - time.monotonic()))):
@@ -167,4 +180,5 @@ if __name__ == "__main__":
     # stdout carries the answers: anything a library prints goes to stderr instead.
     _answers = Connection(os.dup(1), readable=False)
     os.dup2(2, 1)
+    _answers.send("started")
     _serve(Connection(os.dup(0), writable=False), _answers)

@@ -21,6 +21,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from tests.hostile import MUTANTS, gif_header, mutated, scan_bomb, tga_header
 from tests.service.conftest import photo_path
 
 BOUNDARY = "corpus-boundary"
@@ -184,6 +185,11 @@ CORPUS = [
         422,
         "2 fields named 'file'",
     ),
+    # Issue 20: CPU bombs and files whose Pillow plugins raised exceptions the decoder did not catch (500s).
+    BadUpload("jpeg-8000-scans", upload(lambda: scan_bomb(side=512, scans=8000)), 422, "scans"),
+    BadUpload("gif-header-4-gigapixels", upload(gif_header, "a.gif"), 415, "gif"),
+    BadUpload("tga-header-4-gigapixels", upload(tga_header, "a.tga"), 415, "supported"),
+    *(BadUpload(f"mutated-{fmt.lower()}", upload(lambda f=fmt, s=seed: mutated(f, s)), 415) for fmt, seed in MUTANTS),
 ]
 
 

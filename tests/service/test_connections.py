@@ -54,16 +54,20 @@ def _health(port: int) -> bytes:
 
 
 @contextmanager
-def _serving(config_file: Path, limits: dict[str, str]) -> Iterator[tuple[subprocess.Popen[str], int]]:
-    """A real ``age-serve`` with ``limits`` in its environment, once ``GET /health`` answers 200; killed after."""
+def _serving(
+    config_file: Path, limits: dict[str, str], log: Path | None = None
+) -> Iterator[tuple[subprocess.Popen[str], int]]:
+    """A real ``age-serve`` with ``limits`` in its environment, once ``GET /health`` answers 200; killed after.
+    Its standard error goes to ``log`` when given."""
     port = _free_port()
     env = {**os.environ, **limits}
+    stderr = log.open("w") if log is not None else subprocess.DEVNULL
     process = subprocess.Popen(
         [sys.executable, "-m", "service.main", "--port", str(port), "--config", str(config_file)],
         cwd=ROOT,
         env=env,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=stderr,
         text=True,
     )
     deadline = time.monotonic() + 120
@@ -142,3 +146,41 @@ def test_sigterm_with_a_slow_upload_in_flight_exits_within_the_shutdown_bound(co
         process.send_signal(signal.SIGTERM)
         # SHUTDOWN_TIMEOUT_S is 2: far less than this generous limit, far more than it needs.
         process.wait(timeout=30)
+
+
+def test_ten_thousand_headers_in_one_write_are_a_431(server: tuple[subprocess.Popen[str], int]) -> None:
+    headers = b"".join(b"X-H%d: v\r\n" % i for i in range(10_000))
+    with _connect(server[1]) as sock:
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n" + headers + b"\r\n")
+        sock.settimeout(10)
+        assert sock.recv(65536).split(b"\r\n", 1)[0] in (b"HTTP/1.1 431 Request Header Fields Too Large",)
+
+
+@pytest.mark.slow
+def test_a_request_cut_by_shutdown_answers_503_without_a_traceback(config_file: Path, tmp_path: Path) -> None:
+    import psutil
+
+    from tests.hostile import scan_bomb
+
+    bomb = scan_bomb(side=1000, scans=120_000)  # several seconds of CPU: still decoding when the shutdown cuts it
+    limits = LIMITS | {"DECODE_TIMEOUT_S": "60", "MAX_JPEG_SCANS": "1000000", "SHUTDOWN_TIMEOUT_S": "1"}
+    log = tmp_path / "stderr.txt"
+    with _serving(config_file, limits, log) as (process, port), _connect(port) as sock:
+        head = b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+        body = b'--b\r\nContent-Disposition: form-data; name="file"; filename="a.jpg"\r\n\r\n' + bomb + b"\r\n--b--\r\n"
+        sock.sendall(head + b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        workers = psutil.Process(process.pid).children()
+        deadline = time.monotonic() + 30
+        while not any(worker.cpu_times().user > 0.5 for worker in workers) and time.monotonic() < deadline:
+            time.sleep(0.05)  # a poll with a deadline: until a decode worker is visibly busy with the bomb
+        process.send_signal(signal.SIGTERM)
+        sock.settimeout(30)
+        answer = b""
+        while chunk := sock.recv(65536):  # the 503 closes the connection
+            answer += chunk
+        process.wait(timeout=30)
+    status, _, rest = answer.partition(b"\r\n")
+    assert status == b"HTTP/1.1 503 Service Unavailable", answer[:300]
+    assert b"retry-after:" in rest.lower()
+    assert b"shutting_down" in answer
+    assert "Traceback" not in log.read_text()
