@@ -102,9 +102,16 @@ def reload(client: TestClient) -> str | None:
 
 
 def logits(client: TestClient) -> list[float]:
+    return answer(client)[1]
+
+
+def answer(client: TestClient) -> tuple[str, list[float]]:
+    """The model id (body and header, which must agree) and the logits of one ``/predict`` of ``PHOTO``."""
     response = client.post("/predict", files={"file": ("a.png", PHOTO, "image/png")})
     assert response.status_code == 200, response.text
-    return response.json()["raw_logits"]
+    body = response.json()
+    assert response.headers["X-Model-Id"] == body["model_id"]
+    return body["model_id"], body["raw_logits"]
 
 
 def test_the_highest_version_serves_and_a_reload_swaps_in_a_newer_one(
@@ -138,8 +145,9 @@ def test_a_request_in_flight_finishes_on_the_model_it_started_with(
     runtime = client.app.state.runtime  # type: ignore[attr-defined]
     old = runtime.served
     aligner.closed = True
-    held: list[list[float]] = []
-    request = threading.Thread(target=lambda: held.append(logits(client)))
+    v1 = client.get("/model").json()["id"]
+    held: list[tuple[str, list[float]]] = []
+    request = threading.Thread(target=lambda: held.append(answer(client)))
     request.start()
     assert aligner.entered.wait(timeout=30)
 
@@ -150,7 +158,8 @@ def test_a_request_in_flight_finishes_on_the_model_it_started_with(
     aligner.opened.set()
     request.join(timeout=30)
     assert held
-    assert np.allclose(held[0], on_v1)
+    assert held[0][0] == v1
+    assert np.allclose(held[0][1], on_v1)
     assert not np.allclose(logits(client), on_v1)
     deadline = time.monotonic() + 30
     while old.batcher.alive and time.monotonic() < deadline:
@@ -162,10 +171,10 @@ def test_four_clients_posting_throughout_a_reload_see_no_failure(
     serve: Callable[..., tuple[TestClient, GateAligner]], repository: Path, model_v2: Path
 ) -> None:
     client, _ = serve(model_repository=repository)
-    on_v1 = logits(client)
+    v1, on_v1 = answer(client)
     add_version(repository, 2, model_v2)
     swapped = threading.Event()
-    answers: list[tuple[float, list[float]]] = []
+    answers: list[tuple[float, str, list[float]]] = []
     failures: list[str] = []
 
     def post_until_well_after_the_swap() -> None:
@@ -175,7 +184,8 @@ def test_four_clients_posting_throughout_a_reload_see_no_failure(
             if response.status_code != 200:
                 failures.append(f"{response.status_code} {response.text}")
                 return
-            answers.append((time.monotonic(), response.json()["raw_logits"]))
+            body = response.json()
+            answers.append((time.monotonic(), body["model_id"], body["raw_logits"]))
             after_swap += swapped.is_set()
 
     posters = [threading.Thread(target=post_until_well_after_the_swap) for _ in range(4)]
@@ -183,16 +193,18 @@ def test_four_clients_posting_throughout_a_reload_see_no_failure(
         poster.start()
     while len(answers) < 8 and not failures:
         time.sleep(0.01)
-    assert reload(client) is not None
+    v2 = reload(client)
     swapped_at = time.monotonic()
     swapped.set()
     for poster in posters:
         poster.join(timeout=120)
     assert failures == []
-    on_v2 = logits(client)
-    assert all(np.allclose(row, on_v1) or np.allclose(row, on_v2) for _, row in answers)
-    assert any(np.allclose(row, on_v1) for at, row in answers if at < swapped_at)
-    assert sum(np.allclose(row, on_v2) for _, row in answers) >= 4 * 5 - 4
+    assert v2 is not None
+    on = {v1: on_v1, v2: logits(client)}
+    # Every answer came wholly from the model it names: never one model's logits under the other's id.
+    assert all(np.allclose(row, on[model_id]) for _, model_id, row in answers)
+    assert any(model_id == v1 for at, model_id, _ in answers if at < swapped_at)
+    assert sum(model_id == v2 for _, model_id, _ in answers) >= 4 * 5 - 4
 
 
 def test_a_broken_version_is_skipped_and_the_next_newest_is_tried(
