@@ -203,6 +203,8 @@ class ModelSource:
 
     def load_first(self, load: Callable[[ModelChoice], P]) -> P:
         """Start-up: the newest loadable candidate; raise the reason when none loads."""
+        if self.repository is not None and self.settings.model_path is not None:
+            logger.warning("MODEL_REPOSITORY %s is served; MODEL_PATH (--model) is not used", self.repository)
         loaded = self.pick(None, load)
         if loaded is None:
             if self.last_error is not None:
