@@ -15,12 +15,11 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from urllib.parse import parse_qsl
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.errors import BodyTimeoutError
+from service.errors import PROBLEM_MEDIA_TYPE, BodyTimeoutError, problem_bytes
 
 
 class RequestGuardMiddleware:
@@ -88,8 +87,8 @@ def _repeated_query_parameter(query: bytes) -> str | None:
 
 
 async def _refuse(send: Send, status: int, detail: str, code: str) -> None:
-    body = json.dumps({"detail": detail, "code": code, "status": status}).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    body = problem_bytes(status, detail, code)
+    headers = [(b"content-type", PROBLEM_MEDIA_TYPE.encode()), (b"content-length", str(len(body)).encode())]
     headers.append((b"connection", b"close"))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

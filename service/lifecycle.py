@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.errors import problem_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -85,7 +86,7 @@ class RequestLifecycleMiddleware:
             return
         logger.info("%s: cut by shutdown; answered 503", where)
         detail = "the server is shutting down; retry (another replica, or this one once restarted)"
-        body = json.dumps({"detail": detail, "code": "shutting_down", "status": 503}).encode()
+        body = problem_bytes(503, detail, "shutting_down")
         headers = [
             (b"content-type", b"application/problem+json"),
             (b"content-length", str(len(body)).encode()),

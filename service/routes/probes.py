@@ -10,6 +10,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
+from service.errors import problem_response
 from service.runtime import RuntimeDep
 from service.schemas import ErrorResponse
 
@@ -29,4 +30,4 @@ async def ready(runtime: RuntimeDep) -> JSONResponse:
         return JSONResponse({"status": "ready"})
     failure = runtime.batcher.failure if runtime.batcher is not None else None
     detail = runtime.error or failure or "the model is still loading; retry in a few seconds"
-    return JSONResponse({"detail": detail}, status_code=503, headers={"Retry-After": "5"})
+    return problem_response(503, detail, "not_ready")
