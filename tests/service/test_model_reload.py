@@ -4,6 +4,7 @@ broken version changes nothing."""
 
 from __future__ import annotations
 
+import base64
 import os
 import shutil
 import signal
@@ -325,3 +326,26 @@ def _answers(url: str) -> bool:
         return httpx.get(url, timeout=2).status_code == 200
     except httpx.TransportError:
         return False
+
+
+def test_the_issue_target_with_a_repository_and_api_keys(
+    serve: Callable[..., tuple[TestClient, GateAligner]], repository: Path
+) -> None:
+    """Keys required (either header), probes open, and one id everywhere: header, body, /model, /health, OIP."""
+    client, _ = serve(model_repository=repository, api_keys="key-one,key-two", cors_origins="https://app.example")
+    for probe in ("/health/live", "/health/ready", "/v2/health/live", "/v2/health/ready"):
+        assert client.get(probe).status_code == 200, probe
+    photo = {"file": ("a.png", PHOTO, "image/png")}
+    assert client.post("/predict", files=photo).status_code == 401
+    assert client.post("/v2/models/age/infer", json={}).status_code == 401
+    by_bearer = client.post("/predict", files=photo, headers={"Authorization": "Bearer key-one"})
+    by_header = client.post("/predict", files=photo, headers={"X-API-Key": "key-two"})
+    assert (by_bearer.status_code, by_header.status_code) == (200, 200)
+    model = client.get("/model", headers={"X-API-Key": "key-one"}).json()
+    assert model["id"].startswith("age:1@sha256:")
+    assert by_bearer.headers["X-Model-Id"] == by_bearer.json()["model_id"] == model["id"]
+    assert client.get("/health").json()["model"]["id"] == model["id"]
+    oip = {"inputs": [{"name": "image", "datatype": "BYTES", "shape": [1], "data": [base64.b64encode(PHOTO).decode()]}]}
+    inferred = client.post("/v2/models/age/infer", json=oip, headers={"Authorization": "Bearer key-two"})
+    assert inferred.status_code == 200, inferred.text
+    assert inferred.headers["X-Model-Id"] == inferred.json()["parameters"]["model_id"] == model["id"]
