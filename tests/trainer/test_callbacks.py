@@ -5,11 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import keras
+import numpy as np
 import pandas as pd
 import pytest
+import tensorflow as tf
 
 from tests.trainer.test_train import write_config
-from trainer.training.callbacks import ResumableEarlyStopping, training_callbacks
+from trainer.training.callbacks import KnownStepsProgbar, ResumableEarlyStopping, training_callbacks
 from trainer.training.config import load_config
 
 VAL_MAE = [5.0, 4.0, 4.5, 4.6, 4.7, 4.8, 4.9]
@@ -65,3 +67,19 @@ def test_rows_the_resumed_fit_redoes_are_not_replayed(tmp_path: Path) -> None:
     resumed.on_train_begin()
     assert resumed.wait == 0
     assert resumed.best == pytest.approx(4.0)
+
+
+@pytest.mark.parametrize("progbar", [None, KnownStepsProgbar(3)], ids=["keras", "known-steps"])
+def test_the_first_epoch_counts_against_its_length(progbar, capsys: pytest.CaptureFixture[str]) -> None:
+    # A filter makes the length unknown to Keras, as age-train's dropping of undecodable images does.
+    data = tf.data.Dataset.from_tensor_slices((np.zeros((6, 1), "float32"), np.zeros(6, "float32")))
+    data = data.filter(lambda x, y: True).batch(2)
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse")
+    model.fit(data, epochs=1, verbose=1, callbacks=[progbar] if progbar else [])
+    shown = capsys.readouterr().out
+    if progbar is None:
+        assert "Unknown" in shown, "Keras alone cannot know the length: the case this callback is for"
+    else:
+        assert "Unknown" not in shown
+        assert "3/3" in shown

@@ -50,6 +50,22 @@ class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
         self.wait, self.best, self.best_epoch = wait, best, best_epoch
 
 
+class KnownStepsProgbar(keras.callbacks.ProgbarLogger):
+    """Keras' progress bar, told the epoch's length from the first epoch on.
+
+    Keras cannot know the training dataset's length (undecodable images are dropped on the fly), so its own bar
+    counts ``1/Unknown`` through epoch 1; ``steps`` is the length of an epoch with no image dropped.
+    """
+
+    def __init__(self, steps: int) -> None:
+        super().__init__()
+        self.steps = steps
+
+    def set_params(self, params: dict[str, Any]) -> None:
+        super().set_params(params)
+        self.target = self.target or self.steps
+
+
 def training_callbacks(config: TrainConfig, run_dir: Path) -> list[keras.callbacks.Callback]:
     """The callbacks for ``config`` writing into ``run_dir``; without ``resume``, the previous run's are cleared."""
     history_csv = run_dir / "history.csv"

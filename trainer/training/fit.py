@@ -23,7 +23,7 @@ from trainer.data.dataset import make_dataset
 from trainer.evaluation.metrics import AgeMAE, AgeRMSE
 from trainer.model.build import build_model, is_whole_model_weights
 from trainer.model.optimiser import freeze_callbacks, make_optimizer
-from trainer.training.callbacks import training_callbacks
+from trainer.training.callbacks import KnownStepsProgbar, training_callbacks
 from trainer.training.config import TrainConfig
 from trainer.training.run_folder import Run
 
@@ -114,7 +114,12 @@ def fit(
             datasets["train"],
             validation_data=datasets["val"],
             epochs=config.num_epochs,
-            callbacks=[*training_callbacks(config, run.run_dir), *freeze_callbacks(config), *extra_callbacks],
+            callbacks=[
+                *training_callbacks(config, run.run_dir),
+                *freeze_callbacks(config),
+                KnownStepsProgbar(math.ceil(len(run.splits["train"]) / config.batch_size)),
+                *extra_callbacks,
+            ],
             verbose=1 if sys.stdout.isatty() else 2,
         )
     best = run.run_dir / "checkpoints" / "best.weights.h5"
