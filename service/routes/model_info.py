@@ -13,13 +13,11 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from core.distribution import Calibration
+from core.distribution import REPORTED_COVERAGES, Calibration
 from service.runtime import ReadyRuntimeDep, Runtime
 from service.schemas import ErrorResponse
 
 router = APIRouter()
-
-COVERAGES = (0.5, 0.8, 0.9, 0.95)
 
 
 def calibration_summary(metadata: dict[str, Any]) -> dict[str, Any] | None:
@@ -32,7 +30,7 @@ def calibration_summary(metadata: dict[str, Any]) -> dict[str, Any] | None:
         "n": calibration.n,
         "source": calibration.source,
         "outside_range": calibration.outside_range,
-        "interval_mass": {str(coverage): calibration.mass(coverage) for coverage in COVERAGES},
+        "interval_mass": {str(coverage): calibration.mass(coverage) for coverage in REPORTED_COVERAGES},
     }
 
 
