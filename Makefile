@@ -8,7 +8,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 PORT ?= 8000
 
 .DEFAULT_GOAL := help
-.PHONY: help setup serve test lint format bench gpu-check default-model clean
+.PHONY: help setup serve test lint docs format bench gpu-check default-model clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -34,7 +34,10 @@ format: $(STAMP) ## apply ruff's fixes and formatting
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-test: lint ## lint, then the whole test suite
+docs: $(STAMP) ## build the docs/ site with its API reference into site/ (mkdocs, offline, strict)
+	$(VENV)/bin/mkdocs build --quiet
+
+test: lint docs ## lint, build the docs, then the whole test suite
 	$(PY) -m pytest
 
 bench: $(STAMP) ## run every benchmark in bench/ and rewrite bench/RESULTS.md
@@ -56,4 +59,4 @@ default-model: $(STAMP) ## retrain models/default.h5 from ../shared/data/utkface
 	    --out models/default_eval/robustness_test.json
 
 clean: ## remove caches (keeps .venv/)
-	rm -rf .pytest_cache .mypy_cache .ruff_cache
+	rm -rf .pytest_cache .mypy_cache .ruff_cache site
