@@ -96,6 +96,27 @@ class Server:
         """Resident memory of the server process, MiB."""
         return self.ps.memory_info().rss / 2**20
 
+    def tree_rss_mib(self) -> float:
+        """Resident memory of the server and its children (the decode workers), MiB."""
+        processes = [self.ps, *self.ps.children(recursive=True)]
+        total = 0
+        for process in processes:
+            try:
+                total += process.memory_info().rss
+            except psutil.NoSuchProcess:
+                continue
+        return total / 2**20
+
+    def tree_cpu_seconds(self) -> float:
+        """User + system CPU seconds of the server and its live children (killed children's time is lost)."""
+        total = 0.0
+        for process in [self.ps, *self.ps.children(recursive=True)]:
+            try:
+                total += cpu_seconds(process)
+            except psutil.NoSuchProcess:
+                continue
+        return total
+
     def batch_totals(self) -> tuple[float, float]:
         """Faces sent to the model so far and the number of model calls (from ``/metrics``)."""
         text = httpx.get(f"{self.url}/metrics").text
@@ -111,14 +132,16 @@ class Server:
         self.process.wait(timeout=60)
 
 
-def start_server(config: Path, **environment: str) -> Server:
-    """Start ``age-serve`` on a free localhost port with extra ``environment`` (e.g. ``DETECT_WORKERS="1"``)."""
+def start_server(config: Path, log: Path | None = None, **environment: str) -> Server:
+    """Start ``age-serve`` on a free localhost port with extra ``environment`` (e.g. ``DETECT_WORKERS="1"``);
+    its standard error goes to ``log`` when given."""
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **environment}
     command = [sys.executable, "-m", "service.main", "--config", str(config), "--port", str(port)]
     started = time.perf_counter()
-    process = subprocess.Popen([*command, "--log-level", "warning"], cwd=ROOT, env=env)
+    stderr = log.open("w") if log is not None else None
+    process = subprocess.Popen([*command, "--log-level", "warning"], cwd=ROOT, env=env, stderr=stderr)
     while time.perf_counter() - started < 300:
         if process.poll() is not None:
             raise RuntimeError(f"age-serve exited with status {process.returncode}")

@@ -41,15 +41,15 @@ def _libc() -> ctypes.CDLL | None:
 
 
 def configure_malloc(arena_max: int) -> bool:
-    """Cap glibc's arenas at ``arena_max`` (0: leave the default) and fix the mmap threshold; True if applied.
+    """Cap glibc's arenas at ``arena_max`` and fix the mmap threshold; True if applied. ``arena_max`` 0 leaves
+    glibc's defaults alone (the A/B baseline of bench_hardening).
 
     Call before the process starts its threads: arenas already created stay.
     """
     libc = _libc()
-    if libc is None:
+    if libc is None or arena_max <= 0:
         return False
-    if arena_max > 0:
-        libc.mallopt(_M_ARENA_MAX, arena_max)
+    libc.mallopt(_M_ARENA_MAX, arena_max)
     libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
     return True
 

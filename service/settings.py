@@ -65,7 +65,7 @@ class ServiceSettings(BaseSettings):
     max_header_bytes: int = Field(default=32 * 1024, gt=0, description="request line and headers, bytes at most")
     max_json_depth: int = Field(default=16, gt=0, description="nesting of a JSON body at most")
     max_json_number_chars: int = Field(default=32, gt=0, description="characters of one JSON number at most")
-    malloc_arena_max: int = Field(default=2, ge=0, description="glibc malloc arenas; 0 keeps glibc's default")
+    malloc_arena_max: int = Field(default=2, ge=0, description="glibc malloc arenas; 0: glibc's defaults")
     memory_trim_s: float = Field(default=2.0, gt=0, description="idle seconds before freed memory is returned")
     max_interval_width: float | None = Field(
         default=None, gt=0, description="faces whose age_interval is wider (high - low, years) are marked uncertain"
