@@ -54,7 +54,8 @@ class BatchJob:
 @dataclass
 class Summary:
     """A run's counts: photos scored now (``photos``, ``faces``, ``errors`` by code), ``skipped`` (already written
-    by an earlier run), the seconds of scoring and, apart, of starting or joining Ray."""
+    by an earlier run), the seconds of scoring and, apart, of starting or joining Ray; ``parts``: each part's
+    seconds into the scoring when it was written, and its photos."""
 
     photos: int = 0
     faces: int = 0
@@ -62,6 +63,16 @@ class Summary:
     skipped: int = 0
     seconds: float = 0.0
     startup_seconds: float = 0.0
+    parts: list[tuple[float, int]] = field(default_factory=list)
+
+    def steady_rate(self, after: int = 1) -> float:
+        """Photos per second over the parts written after the first ``after`` (one per alignment actor leaves out
+        the actors' start-up and the pipeline's fill): what a long run approaches; 0.0 without enough parts."""
+        if len(self.parts) <= after:
+            return 0.0
+        start = self.parts[after - 1][0] if after else 0.0
+        elapsed = self.parts[-1][0] - start
+        return sum(photos for _, photos in self.parts[after:]) / elapsed if elapsed > 0 else 0.0
 
     def line(self, output: str) -> str:
         """The one-line summary the command prints last."""
@@ -111,17 +122,19 @@ class Resources:
 
 
 def connect(job: BatchJob) -> Resources:
-    """Start a local Ray instance (``job.address`` None) or join a cluster (``auto``, ``ray://host:10001``, ...),
-    unless this process is connected already; the CPUs and GPUs to use: the job's caps, else all there are."""
+    """Start a local Ray instance (``job.address`` None and no ``RAY_ADDRESS``, which a Ray job's driver has) or
+    join a cluster (``auto``, ``ray://host:10001``, ...), unless this process is connected already. Returns the
+    CPUs and GPUs to use: the job's caps, else all there are."""
     import ray
 
+    address = job.address or os.environ.get("RAY_ADDRESS")
     if not ray.is_initialized():
         # Worker output would interleave TensorFlow's and Ray's start-up chatter with the progress bar; errors still
         # reach the driver as exceptions.
         options: dict[str, Any] = {"log_to_driver": False, "configure_logging": False}
         options["runtime_env"] = {"env_vars": {"TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}}
-        if job.address:
-            ray.init(address=job.address, **options)
+        if address:
+            ray.init(address=address, **options)
         else:
             ray.init(num_cpus=job.num_cpus, num_gpus=job.num_gpus, include_dashboard=False, **options)
     available = ray.cluster_resources()
@@ -180,8 +193,10 @@ def build(job: BatchJob, plan: Plan, resources: Resources) -> ray.data.Dataset:
 
 def consume(dataset: ray.data.Dataset, total: int, progress: bool, summary: Summary) -> None:
     """Run the dataset to the end, counting into ``summary``, with a progress bar over ``total`` photos."""
+    started = time.perf_counter()
     with tqdm(total=total, unit="photo", desc="age-batch", disable=not progress) as bar:
         for row in dataset.iter_rows():
+            summary.parts.append((time.perf_counter() - started, int(row["photos"])))
             summary.photos += int(row["photos"])
             summary.faces += int(row["faces"])
             summary.errors.update(_counts(row["errors"]))
