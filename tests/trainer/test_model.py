@@ -40,3 +40,12 @@ def test_too_small_image_is_refused():
 def test_face_resnet_refuses_a_chip_too_small_for_its_strided_convolutions():
     with pytest.raises(ValueError, match="face_resnet needs at least 103 pixels"):
         build_model("face_resnet", 29, 96, num_classes=6)
+
+
+def test_build_model_is_public_as_trainer_model_build_model():
+    import trainer.model
+
+    # The contract's name: ``from trainer.model import build_model``, the same function as the module's own.
+    assert trainer.model.build_model is build_model
+    with pytest.raises(AttributeError):
+        trainer.model.no_such_name  # noqa: B018
