@@ -73,9 +73,10 @@ def logging_config(log_format: str, level: str) -> dict[str, Any]:
     def handler(stream: str) -> dict[str, Any]:
         return {"class": "logging.StreamHandler", "formatter": "line", "filters": ["request"], "stream": stream}
 
+    # "__main__": service.main's own logger when it runs as `python -m service.main`.
     loggers = {
         name: {"handlers": ["stderr"], "level": level, "propagate": False}
-        for name in ("uvicorn", "core", "service", "asgi_correlation_id")
+        for name in ("uvicorn", "core", "service", "asgi_correlation_id", "__main__")
     }
     # Request lines go to stdout, as uvicorn's access log did; uvicorn's own is off (it lacks duration and model).
     loggers[ACCESS_LOGGER] = {"handlers": ["stdout"], "level": level, "propagate": False}
