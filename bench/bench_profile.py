@@ -49,12 +49,12 @@ def pipeline_stages(files: list[Path], config: Path) -> tuple[dict[str, float], 
     """CPU seconds per photo of each in-process stage, and the model's CPU seconds per face by batch size."""
     from core.image import decode_reduced
     from service.alignment import aligner_from_metadata
-    from service.predictor import load_predictor
+    from service.predictor import settings_loader
     from service.settings import choose_model, load_settings
 
     settings = load_settings(predict_config=config)
     choice = choose_model(settings)
-    predictor = load_predictor(choice, precision=settings.model_precision, threads=settings.model_threads)
+    predictor = settings_loader(settings)(choice)
     aligner = aligner_from_metadata(choice.metadata, settings.max_faces)._local.aligner
     photos = [path.read_bytes() for path in files]
     spent = dict.fromkeys(STAGES, 0.0)

@@ -132,11 +132,12 @@ def serve(model: Path, work: Path) -> dict[str, object]:
 
 def measure(model: Path, repeats: int) -> list[tuple[int, float, float]]:
     """``(batch, seconds per call, chips per second)`` of the model's forward pass, after one warm-up call each."""
-    from core.artifact import load_model, read_metadata
-    from service.predictor import Predictor, configure_device
+    from core.artifact import read_metadata
+    from core.engine import load_engine
 
     meta = read_metadata(model)
-    predictor = Predictor(load_model(model), meta, 0.5, configure_device())
+    # The engine age-serve would choose on this machine (TensorFlow float32 where a GPU is seen).
+    predictor = load_engine(model)
     size = int(meta["img_size"])
     rows = []
     for batch in BATCHES:

@@ -179,13 +179,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.shard is not None:
         files = select(files, *args.shard)
 
-    # TensorFlow is imported only now, so that a bad argument or config is refused at once.
-    from service.predictor import load_predictor
+    # The model's runtime is imported only now, so that a bad argument or config is refused at once.
+    from service.predictor import settings_loader
 
     try:
-        predictor = load_predictor(
-            choice, settings.max_interval_width, settings.model_precision, settings.model_threads
-        )
+        predictor = settings_loader(settings)(choice)
         aligner = aligner_from_metadata(choice.metadata, settings.max_faces)
     except (AgeEstimationError, OSError, ValueError) as exc:
         print(f"age-demo: {exc}", file=sys.stderr)

@@ -1,26 +1,27 @@
 """The model side of inference, shared by ``age-serve`` and ``age-demo``: load once, run chips, build the body.
 
 Face chips go in as ``uint8`` ``(N, img_size, img_size, 3)`` RGB (the model scales pixels itself); CORAL logits
-come out as ``(N, K-1)``, and :meth:`Predictor.response` turns them into the ``POST /predict`` body.
+come out as ``(N, K-1)`` from a ``core.engine.Engine`` (the runtime and precision ``MODEL_RUNTIME`` and
+``MODEL_PRECISION`` choose, by default the fastest accurate one for the machine), and :meth:`Predictor.response`
+turns them into the ``POST /predict`` body. TensorFlow is imported only when the engine needs it.
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import tensorflow as tf
 
-from core.artifact import load_model
 from core.distribution import Calibration
-from core.fold import fold_affine
+from core.engine import Engine, TensorFlowEngine, load_engine
 from service.answers import build_answer, full_faces
 from service.model_repository import ModelIdentity
 from service.options import AnswerOptions
 from service.schemas import Answer, FacePrediction
-from service.settings import ModelChoice
+from service.settings import ModelChoice, ServiceSettings
 
 if TYPE_CHECKING:
     import keras
@@ -30,7 +31,8 @@ class Predictor:
     """A loaded CORAL model plus what is needed to decode its output.
 
     Args:
-        model: Keras model, input ``(None, S, S, 3)`` float pixels 0..255, output ``(None, K-1)`` logits.
+        model: the forward pass: a ``core.engine.Engine``, or a Keras model (input ``(None, S, S, 3)`` float pixels
+            0..255, output ``(None, K-1)`` logits) run by TensorFlow in float32.
         metadata: the model file's metadata (``start_label``, ``num_classes``, ``img_size``, ...).
         threshold: default decision threshold in (0, 1) (the predict config's, which overrides the model's).
         device: where the model runs, for ``GET /health``, e.g. ``"CPU"``.
@@ -40,7 +42,7 @@ class Predictor:
 
     def __init__(
         self,
-        model: keras.Model,
+        model: Engine | keras.Model,
         metadata: dict[str, Any],
         threshold: float,
         device: str,
@@ -57,18 +59,16 @@ class Predictor:
         self.start_label = int(metadata["start_label"])
         self.num_classes = int(metadata["num_classes"])
         self.img_size = int(metadata["img_size"])
-        size = self.img_size
-        # One trace for every batch size: the micro-batcher produces all sizes from 1 to its maximum.
-        self._forward = tf.function(
-            lambda chips: model(tf.cast(chips, tf.float32), training=False),
-            input_signature=[tf.TensorSpec((None, size, size, 3), tf.uint8)],
-        )
+        self.engine = model if isinstance(model, Engine) else TensorFlowEngine(model)
+
+    @property
+    def engine_summary(self) -> dict[str, str]:
+        """How the forward pass runs, for ``GET /health`` and ``GET /model``: ``runtime`` and ``precision``."""
+        return {"runtime": self.engine.runtime, "precision": self.engine.precision}
 
     def logits(self, chips: np.ndarray) -> np.ndarray:
         """CORAL logits ``(N, K-1)`` float32 of the chips ``(N, S, S, 3)`` uint8 RGB."""
-        if len(chips) == 0:
-            return np.zeros((0, self.num_classes - 1), dtype=np.float32)
-        return np.asarray(self._forward(tf.convert_to_tensor(chips, dtype=tf.uint8)), dtype=np.float32)
+        return self.engine.logits(chips)
 
     def warm_up(self) -> None:
         """Trace and run the model once, so that the first request does not pay for it."""
@@ -88,43 +88,35 @@ class Predictor:
         return build_answer(self, boxes, logits, options or AnswerOptions())
 
 
-def configure_device(threads: int = 0) -> str:
-    """Let TensorFlow grow GPU memory as needed (before it initialises the GPU) and run each op on ``threads``
-    threads (0: TensorFlow's default, one per core); name the device used."""
-    if threads > 0:
-        # RuntimeError: TensorFlow already ran an op in this process (a second app, a test); its pools are fixed.
-        with contextlib.suppress(RuntimeError):
-            tf.config.threading.set_intra_op_parallelism_threads(threads)
-            tf.config.threading.set_inter_op_parallelism_threads(threads)
-    gpus = tf.config.list_physical_devices("GPU")
-    for gpu in gpus:
-        # RuntimeError: the GPU was initialised earlier in this process (a second app); the setting is fixed then.
-        with contextlib.suppress(RuntimeError):
-            tf.config.experimental.set_memory_growth(gpu, True)
-    if not gpus:
-        return "CPU"
-    details = tf.config.experimental.get_device_details(gpus[0])
-    return f"GPU ({details.get('device_name', gpus[0].name)})"
-
-
 def load_predictor(
-    choice: ModelChoice, max_interval_width: float | None = None, precision: str = "float32", threads: int = 0
+    choice: ModelChoice,
+    max_interval_width: float | None = None,
+    precision: str = "auto",
+    threads: int = 1,
+    runtime: str = "auto",
+    cache_dir: Path | None = None,
 ) -> Predictor:
     """Load the chosen model once and warm it up; ``ModelFileError`` when the file cannot be loaded.
 
     The file is hashed before it is loaded, and refused if it changed meanwhile, so ``predictor.model_id`` names
-    exactly the weights loaded.
-
-    ``precision="bfloat16"`` lets oneDNN run the forward pass in bfloat16 (a process-wide graph rewrite);
-    ``threads`` as in :func:`configure_device`.
+    exactly the weights loaded. ``precision``, ``runtime``, ``threads`` (per model call) and ``cache_dir`` (for
+    converted ONNX files) go to :func:`core.engine.load_engine`.
     """
-    device = configure_device(threads)
-    if precision == "bfloat16":
-        tf.config.optimizer.set_experimental_options({"auto_mixed_precision_onednn_bfloat16": True})
-    # Folding each Affine into its convolution is exact and saves ~15% of a face_resnet forward pass.
     identity = ModelIdentity.of(choice)
-    model = fold_affine(load_model(choice.model_file))
+    engine = load_engine(choice.model_file, runtime, precision, threads, cache_dir)
     identity.check_unchanged()
-    predictor = Predictor(model, choice.metadata, choice.config.threshold, device, max_interval_width, identity)
+    predictor = Predictor(engine, choice.metadata, choice.config.threshold, engine.device, max_interval_width, identity)
     predictor.warm_up()
     return predictor
+
+
+def settings_loader(settings: ServiceSettings) -> Callable[[ModelChoice], Predictor]:
+    """``load_predictor`` with the engine settings of ``settings`` (``MODEL_PRECISION``, ``MODEL_RUNTIME``, ...)."""
+    return functools.partial(
+        load_predictor,
+        max_interval_width=settings.max_interval_width,
+        precision=settings.model_precision,
+        threads=settings.model_threads,
+        runtime=settings.model_runtime,
+        cache_dir=settings.model_cache_dir,
+    )

@@ -65,18 +65,24 @@ class ServiceSettings(BaseSettings):
     max_header_bytes: int = Field(default=32 * 1024, gt=0, description="request line and headers, bytes at most")
     max_json_depth: int = Field(default=16, gt=0, description="nesting of a JSON body at most")
     max_json_number_chars: int = Field(default=32, gt=0, description="characters of one JSON number at most")
-    malloc_arena_max: int = Field(default=2, ge=0, description="glibc malloc arenas; 0: glibc's defaults")
+    malloc_arena_max: int = Field(default=2, ge=0, description="glibc malloc arenas; 0 keeps glibc's default")
     memory_trim_s: float = Field(default=2.0, gt=0, description="idle seconds before freed memory is returned")
     max_interval_width: float | None = Field(
         default=None, gt=0, description="faces whose age_interval is wider (high - low, years) are marked uncertain"
     )
-    # bfloat16 (oneDNN on CPUs with AMX/AVX512-BF16): 2-3x faster batches of 8+, slower single faces, 4.5% of ages
-    # move by one year (held-out MAE 4.963 vs 4.959); opt-in for batch jobs, see bench/RESULTS.md.
     # One thread: the detection threads keep the other cores busy, and a lone thread does not spin waiting for
     # its partners (on 2 cores: less CPU per photo at 1 and at 8 clients than TensorFlow's one thread per core).
-    model_threads: int = Field(default=1, ge=0, description="TensorFlow threads per model call; 0: one per core")
-    model_precision: Literal["float32", "bfloat16"] = Field(
-        default="float32", description="the forward pass's arithmetic on a CPU: float32 or oneDNN bfloat16"
+    model_threads: int = Field(default=1, ge=0, description="threads per model call; 0: one per core")
+    # auto: int8 (onnxruntime) where the CPU has VNNI and the model's precision report accepted it on the held-out
+    # photos, else float32 (onnxruntime on a CPU, TensorFlow on a GPU); see core/engine.py and docs/serving.md.
+    model_precision: Literal["auto", "float32", "bfloat16", "int8"] = Field(
+        default="auto", description="the forward pass's arithmetic: auto, float32, bfloat16 (TensorFlow) or int8"
+    )
+    model_runtime: Literal["auto", "tensorflow", "onnxruntime"] = Field(
+        default="auto", description="what runs the forward pass: auto, tensorflow or onnxruntime"
+    )
+    model_cache_dir: Path | None = Field(
+        default=None, description="where converted ONNX files are kept (default ~/.cache/age-estimation)"
     )
     # TF Serving's layout: numbered version folders, the highest served; a new one is loaded beside the current one.
     model_repository: Path | None = Field(

@@ -76,5 +76,6 @@ async def model(runtime: ReadyRuntimeDep) -> dict[str, Any]:
         "calibration": calibration_summary(meta),
         "test_metrics": meta.get("test_metrics"),
         "device": predictor.device,
+        **predictor.engine_summary,
         "repository": repository_summary(runtime),
     }

@@ -22,7 +22,7 @@ router = APIRouter()
 
 def model_summary(predictor: Predictor) -> dict[str, Any]:
     """What ``/health`` tells any client about the served model: the loaded model's id (as in every answer and
-    ``GET /model``), its architecture, the label range, the chip size."""
+    ``GET /model``), its architecture, the label range, the chip size, and the forward pass's runtime and precision."""
     metadata = predictor.metadata
     start, classes = int(metadata["start_label"]), int(metadata["num_classes"])
     architecture = f"{metadata.get('arch_type', 'model')}-{metadata.get('arch_subtype', '')}"
@@ -33,6 +33,7 @@ def model_summary(predictor: Predictor) -> dict[str, Any]:
         "end_label": int(metadata.get("end_label", start + classes - 1)),
         "num_classes": classes,
         "img_size": int(metadata["img_size"]),
+        **predictor.engine_summary,
     }
 
 
