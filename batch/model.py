@@ -18,7 +18,13 @@ from typing import Any
 import numpy as np
 
 from core.artifact import file_sha256, model_id, read_metadata
-from core.distribution import Calibration, central_interval, interval_mass
+from core.distribution import (
+    Calibration,
+    central_interval,
+    interval_mass,
+    labels_from_probas,
+    probas_from_logits,
+)
 
 __all__ = ["DEFAULT_COVERAGE", "DEFAULT_MODEL", "AgeDecoder", "Ages", "ModelFile"]
 
@@ -101,9 +107,6 @@ class AgeDecoder:
 
     def ages(self, logits: np.ndarray) -> Ages:
         """The ages of ``logits`` ``(N, K-1)``."""
-        # core.coral imports Keras (its CoralLayer); only the model actors, which load a network anyway, call this.
-        from core.coral import labels_from_probas, probas_from_logits
-
         probas = probas_from_logits(logits)
         ranks = labels_from_probas(probas, self.threshold)
         lows, highs = central_interval(probas, interval_mass(self.calibration, self.coverage, probas))

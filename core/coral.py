@@ -22,6 +22,10 @@ import keras
 import numpy as np
 from keras import ops
 
+# The decoding of logits is NumPy only: it lives with the age distribution, so that code decoding ages (age-batch's
+# model actors behind an ONNX engine) need not import Keras; it stays part of this module's API.
+from core.distribution import labels_from_probas, probas_from_logits
+
 __all__ = [
     "CoralLayer",
     "coral_loss",
@@ -86,22 +90,6 @@ def levels_from_labels(labels: Any, num_classes: int) -> np.ndarray:
     if labels.size and (labels.min() < 0 or labels.max() > num_classes - 1):
         raise ValueError(f"labels must lie in 0..{num_classes - 1} (got {labels.min()}..{labels.max()})")
     return (labels[:, None] > np.arange(num_classes - 1)[None, :]).astype("float32")
-
-
-def probas_from_logits(logits: Any) -> np.ndarray:
-    """Task probabilities ``P(y > k) = sigmoid(logit_k)``, ``(N, K-1)`` float32, computed stably for large |x|."""
-    logits = np.asarray(logits, dtype="float64")
-    out = np.empty_like(logits)
-    positive = logits >= 0
-    out[positive] = 1.0 / (1.0 + np.exp(-logits[positive]))
-    exp_x = np.exp(logits[~positive])
-    out[~positive] = exp_x / (1.0 + exp_x)
-    return out.astype("float32")
-
-
-def labels_from_probas(probas: Any, threshold: float = 0.5) -> np.ndarray:
-    """Predicted rank ``(N,)`` int64: the number of task probabilities strictly above ``threshold`` (paper, Eq. 1)."""
-    return (np.asarray(probas) > threshold).sum(axis=-1).astype("int64")
 
 
 def importance_weights(labels: Any, num_classes: int) -> np.ndarray:

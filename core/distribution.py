@@ -52,8 +52,10 @@ __all__ = [
     "decade_report",
     "interval_mass",
     "interval_report",
+    "labels_from_probas",
     "p_at_least",
     "predicted_ranks",
+    "probas_from_logits",
 ]
 
 CALIBRATION_KEY = "calibration"
@@ -67,6 +69,22 @@ MIN_GROUP = 60
 """The fewest calibration faces a Mondrian group may hold; smaller groups are merged into their neighbour."""
 DECADE_EDGES = (10, 20, 30, 40, 50, 60, 70)
 """Ages (years) where a new predicted-age group starts: 0-9, 10-19, ..., 60-69, 70+."""
+
+
+def probas_from_logits(logits: Any) -> np.ndarray:
+    """Task probabilities ``P(y > k) = sigmoid(logit_k)``, ``(N, K-1)`` float32, computed stably for large |x|."""
+    logits = np.asarray(logits, dtype="float64")
+    out = np.empty_like(logits)
+    positive = logits >= 0
+    out[positive] = 1.0 / (1.0 + np.exp(-logits[positive]))
+    exp_x = np.exp(logits[~positive])
+    out[~positive] = exp_x / (1.0 + exp_x)
+    return out.astype("float32")
+
+
+def labels_from_probas(probas: Any, threshold: float = 0.5) -> np.ndarray:
+    """Predicted rank ``(N,)`` int64: the number of task probabilities strictly above ``threshold`` (paper, Eq. 1)."""
+    return (np.asarray(probas) > threshold).sum(axis=-1).astype("int64")
 
 
 def _rank_probas(probas: Any) -> np.ndarray:
