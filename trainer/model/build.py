@@ -19,8 +19,8 @@ from keras import layers
 
 from core.coral import CoralLayer
 from core.layers import CaffePreprocess
+from trainer.model.architectures import ARCHITECTURES, MIN_FACE_RESNET_SIZE
 from trainer.model.backbones.face_resnet import face_resnet, load_dlib_weights
-from trainer.training.rules import ARCHITECTURES, MIN_FACE_RESNET_SIZE
 
 __all__ = ["ARCHITECTURES", "build_model"]
 

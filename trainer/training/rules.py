@@ -6,11 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-ARCHITECTURES: dict[str, tuple[int, ...]] = {"resnet": (18, 34, 50, 101, 152), "vgg": (16, 19), "face_resnet": (29,)}
-# keras.applications backbones with ImageNet weights.
-IMAGENET_BACKBONES = {("resnet", 50), ("resnet", 101), ("resnet", 152), ("vgg", 16), ("vgg", 19)}
-# Below this, face_resnet's four unpadded stride-2 convolutions run out of pixels; dlib's weights were learnt at 150.
-MIN_FACE_RESNET_SIZE = 103
+from trainer.model.architectures import ARCHITECTURES, IMAGENET_BACKBONES, MIN_FACE_RESNET_SIZE
 
 
 def _arch_subtype(c: Any) -> str | None:
