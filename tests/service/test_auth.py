@@ -17,7 +17,7 @@ from pydantic import SecretStr
 from core.errors import ConfigError
 from service.auth import ApiKeys, presented_keys
 from service.settings import ServiceSettings
-from tests.service.conftest import FakeAligner, image_bytes, wait_until_settled
+from tests.service.conftest import FakeAligner, image_bytes, photo_path, wait_until_settled
 
 KEY = "k3y-from-the-environment-0123456789"
 FILE_KEY = "another-key-from-the-file-9876543210"
@@ -43,19 +43,23 @@ PROTECTED = [
 
 
 @pytest.fixture(scope="module")
-def locked_app(settings: ServiceSettings, tmp_path_factory: pytest.TempPathFactory) -> FastAPI:
-    from service.main import create_app
-
+def locked_settings(settings: ServiceSettings, tmp_path_factory: pytest.TempPathFactory) -> ServiceSettings:
     key_file = tmp_path_factory.mktemp("keys") / "keys.txt"
     key_file.write_text(f"# rotated 2026-12\n{FILE_KEY}  # the batch job's\n\n")
-    locked = settings.model_copy(
+    return settings.model_copy(
         update={
             "api_keys": SecretStr(f"{KEY}, spare-key-not-used-here"),
             "api_keys_file": key_file,
             "cors_origins": (ORIGIN, "https://admin.example.com"),
         }
     )
-    return create_app(locked)
+
+
+@pytest.fixture(scope="module")
+def locked_app(locked_settings: ServiceSettings) -> FastAPI:
+    from service.main import create_app
+
+    return create_app(locked_settings)
 
 
 @pytest.fixture(scope="module")
@@ -206,3 +210,34 @@ def test_a_cross_origin_answer_exposes_its_ids_and_a_401_reaches_the_page(locked
 def test_without_cors_origins_no_cors_headers_are_sent(client: TestClient) -> None:
     response = client.get("/health", headers={"Origin": ORIGIN})
     assert "access-control-allow-origin" not in response.headers
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_the_page_asks_for_a_key_and_then_shows_the_ages(locked_settings: ServiceSettings) -> None:
+    from service.main import create_app
+    from tests.service.conftest import live_server
+    from tests.service.test_page import CHROMIUM, CHROMIUM_ARGS
+
+    if not CHROMIUM.exists():
+        pytest.skip(f"Debian's chromium is not installed at {CHROMIUM} (`apt-get install chromium`; .ci/run does)")
+    from playwright.sync_api import expect, sync_playwright
+
+    with live_server(create_app(locked_settings)) as url, sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = browser.new_page()
+            page.goto(f"{url}/")
+            assert page.locator("#key-form").is_hidden(), "no key is asked for before the server wants one"
+            page.set_input_files("#file", str(photo_path("astronaut.png")))
+            expect(page.locator("#key-form")).to_be_visible(timeout=60_000)
+            expect(page.locator("#status")).to_contain_text("API key")
+            page.fill("#api-key", "a-wrong-key")
+            page.click("#key-form button")
+            expect(page.locator("#status")).to_contain_text("not accepted", timeout=60_000)
+            page.fill("#api-key", KEY)
+            page.click("#key-form button")
+            expect(page.locator("#faces li")).to_have_count(1, timeout=60_000)
+            assert page.locator("#key-form").is_hidden()
+        finally:
+            browser.close()
