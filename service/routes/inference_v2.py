@@ -21,8 +21,31 @@ from service.oip import HEADER_LENGTH, MODEL_NAME, encode_response, model_metada
 from service.options import AnswerOptions
 from service.pipeline import answer
 from service.runtime import Runtime, RuntimeDep
+from service.schemas import error_responses
 
 router = APIRouter(prefix="/v2", tags=["Open Inference Protocol v2"])
+
+_NOT_READY = error_responses({503: "the model is still loading, or cannot answer"})
+_MODEL_ERRORS = error_responses({404: "no such model or version", 503: "the model is still loading"})
+_INFER_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "the faces' tensors: JSON, or JSON then binary tensor data (Inference-Header-Content-Length)",
+        "content": {
+            "application/json": {"schema": {"type": "object", "required": ["model_name", "outputs"]}},
+            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+        },
+    },
+    **error_responses(
+        {
+            400: "a malformed inference request, or a corrupt image",
+            404: "no such model or version",
+            413: "the photo or the request is over the limit",
+            415: "the photo is not an image type the service takes",
+            422: "no face found",
+            503: "the model is still loading",
+        }
+    ),
+}
 
 JSON_OVERHEAD_BYTES = 64 * 1024
 """Room for the request's JSON beside the photo (base64 makes the photo 4/3 larger)."""
@@ -60,7 +83,7 @@ async def live() -> dict[str, bool]:
     return {"live": True}
 
 
-@router.get("/health/ready", response_model=None)
+@router.get("/health/ready", response_model=None, responses=_NOT_READY)
 async def ready(runtime: RuntimeDep) -> dict[str, bool] | Response:
     """200 once the model is warm and its batcher runs; 503 otherwise."""
     return _refusal(runtime) or {"ready": True}
@@ -83,25 +106,25 @@ async def _model_metadata(runtime: Runtime, model_name: str, model_version: str 
     return {**metadata, "versions": [version]} if version is not None else metadata
 
 
-@router.get("/models/{model_name}", response_model=None)
+@router.get("/models/{model_name}", response_model=None, responses=_MODEL_ERRORS)
 async def model(runtime: RuntimeDep, model_name: str) -> dict[str, Any] | Response:
     """The model's inputs and outputs (``-1``: the number of faces) and its versions."""
     return await _model_metadata(runtime, model_name, None)
 
 
-@router.get("/models/{model_name}/versions/{model_version}", response_model=None)
+@router.get("/models/{model_name}/versions/{model_version}", response_model=None, responses=_MODEL_ERRORS)
 async def model_version(runtime: RuntimeDep, model_name: str, model_version: str) -> dict[str, Any] | Response:
     """As ``GET /v2/models/age``, for the version served (404 for any other)."""
     return await _model_metadata(runtime, model_name, model_version)
 
 
-@router.get("/models/{model_name}/ready", response_model=None)
+@router.get("/models/{model_name}/ready", response_model=None, responses=_MODEL_ERRORS)
 async def model_ready(runtime: RuntimeDep, model_name: str) -> dict[str, Any] | Response:
     """200 once the model can answer; 503 before."""
     return _refusal(runtime, model_name) or {"name": MODEL_NAME, "ready": True}
 
 
-@router.get("/models/{model_name}/versions/{model_version}/ready", response_model=None)
+@router.get("/models/{model_name}/versions/{model_version}/ready", response_model=None, responses=_MODEL_ERRORS)
 async def model_version_ready(runtime: RuntimeDep, model_name: str, model_version: str) -> dict[str, Any] | Response:
     """200 when this version serves and can answer."""
     return _refusal(runtime, model_name, model_version) or {"name": MODEL_NAME, "ready": True}
@@ -121,14 +144,21 @@ _INFER_DOC: dict[str, Any] = {
 }
 
 
-@router.post("/models/{model_name}/infer", response_class=Response, openapi_extra=_INFER_DOC)
+@router.post(
+    "/models/{model_name}/infer", response_class=Response, responses=_INFER_RESPONSES, openapi_extra=_INFER_DOC
+)
 async def infer(request: Request, runtime: RuntimeDep, model_name: str) -> Response:
     """The ages of the faces in the ``image`` input, as ``result_value``, ``age_interval``, ``box`` and
     ``raw_logits`` tensors, largest face first."""
     return await _infer(request, runtime, model_name, None)
 
 
-@router.post("/models/{model_name}/versions/{model_version}/infer", response_class=Response, openapi_extra=_INFER_DOC)
+@router.post(
+    "/models/{model_name}/versions/{model_version}/infer",
+    response_class=Response,
+    responses=_INFER_RESPONSES,
+    openapi_extra=_INFER_DOC,
+)
 async def infer_version(request: Request, runtime: RuntimeDep, model_name: str, model_version: str) -> Response:
     """As ``POST /v2/models/age/infer``, when this version serves (404 for any other)."""
     return await _infer(request, runtime, model_name, model_version)
