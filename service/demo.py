@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 from tqdm import tqdm
 
-from core.errors import AgeEstimationError, ImageError, NoFaceError
-from core.image import read_image
-from service.alignment import Aligner, aligner_from_metadata
+from core.errors import AgeEstimationError, ImageError, NoFaceError, UnreadableImageError
+from core.image import decode_reduced
+from service.alignment import Aligner, aligner_from_metadata, full_size_box
 from service.options import DEFAULT_COVERAGE, AnswerOptions
 from service.settings import ServiceSettings, choose_model, load_settings
 from service.shard import parse_shard, select
@@ -47,15 +47,27 @@ class Skipped:
     reason: str
 
 
-def find_faces(path: Path, aligner: Aligner, max_faces: int, max_pixels: int) -> Found | Skipped:
-    """Decode ``path`` and align its faces (at most ``max_faces``); a bad file or no face gives ``Skipped``."""
+def find_faces(
+    path: Path, aligner: Aligner, max_faces: int, max_pixels: int, decode_side: int | None = None
+) -> Found | Skipped:
+    """Decode ``path`` and align its faces (at most ``max_faces``); a bad file or no face gives ``Skipped``.
+
+    As in ``age-serve``, a photo larger than ``decode_side`` is decoded reduced (JPEG by ``draft``) and searched and
+    aligned there, so both answer the same boxes and ages for the same file; boxes are in full-size pixels.
+    """
     try:
-        faces = list(aligner.align(read_image(path, max_pixels=max_pixels)))[:max_faces]
+        try:
+            data = path.read_bytes()
+        except OSError as err:
+            raise UnreadableImageError(f"cannot read {path}: {err.strerror or err}") from err
+        decoded = decode_reduced(data, max_pixels, decode_side)
+        faces = list(aligner.align(decoded.rgb))[:max_faces]
         if not faces:
             raise NoFaceError("no face found")
     except (ImageError, NoFaceError) as exc:
         return Skipped(path, str(exc))
-    return Found(path, [face.box for face in faces], np.stack([face.chip for face in faces]))
+    boxes = [full_size_box(face.box, decoded.factor, decoded.full_size) for face in faces]
+    return Found(path, boxes, np.stack([face.chip for face in faces]))
 
 
 def write_json_atomically(path: Path, text: str) -> None:
@@ -110,7 +122,10 @@ def predict_folder(
         ThreadPoolExecutor(settings.detect_workers, thread_name_prefix="align") as pool,
         tqdm(total=len(files), unit="img", desc="age-demo", disable=not progress) as bar,
     ):
-        found = pool.map(lambda path: find_faces(path, aligner, settings.max_faces, settings.max_pixels), files)
+        found = pool.map(
+            lambda path: find_faces(path, aligner, settings.max_faces, settings.max_pixels, settings.decode_side),
+            files,
+        )
         for batch in _batches(found, batch_size):
             images = [item for item in batch if isinstance(item, Found)]
             for item in batch:
