@@ -6,7 +6,6 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-
 P_AT_LEAST_DESCRIPTION = (
     "with query min_age=T: P(age >= T) = raw_probas[T - start_label - 1]; 1 for T <= start_label, 0 for T above "
     "the last age; absent without min_age"
