@@ -111,6 +111,8 @@ class ModelSource:
         self.settings = settings
         self.repository = settings.model_repository
         self.skipped: dict[int | None, tuple[Stamp, str]] = {}
+        self.failures = 0
+        """How many loads failed so far (a version retried after its file changed counts again)."""
         self.last_error: Exception | None = None
 
     @property
@@ -197,6 +199,7 @@ class ModelSource:
     def _skip(self, candidate: ModelVersion, exc: Exception) -> None:
         reason = " ".join(f"{exc}".split()) or type(exc).__name__
         self.skipped[candidate.version] = (candidate.stamp, reason)
+        self.failures += 1
         self.last_error = exc
         which = "the model file" if candidate.version is None else f"model version {candidate.version}"
         logger.error("%s cannot be served and is skipped until its file changes: %s", which, reason)

@@ -17,6 +17,8 @@ import signal
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from prometheus_client import Counter, Info
+
 from core.errors import AgeEstimationError, ModelFileError
 from service.model_repository import ModelSource, chip_geometry
 from service.runtime import Runtime, ServedModel
@@ -35,25 +37,34 @@ Loader = Callable[[ModelChoice], "Predictor"]
 
 
 def predictor_loader(runtime: Runtime) -> Loader:
-    """``load_predictor`` with the service's settings; the engine's runtime is imported when it is first called."""
+    """``load_predictor`` with the service's settings; TensorFlow is imported when it is first called."""
     settings = runtime.settings
 
     def load(choice: ModelChoice) -> Predictor:
-        from service.predictor import settings_loader
+        from service.predictor import load_predictor
 
-        return settings_loader(settings)(choice)
+        return load_predictor(choice, settings.max_interval_width, settings.model_precision, settings.model_threads)
 
     return load
 
 
 class ModelReloader:
-    """Loads newer models from ``source`` into ``runtime`` (see the module docstring); ``swaps`` counts the swaps."""
+    """Loads newer models from ``source`` into ``runtime`` (see the module docstring); ``swaps`` counts the swaps.
+
+    In ``/metrics``: ``age_model_info{model_id}`` names the model serving, and ``age_model_reloads_total{outcome}``
+    counts the models swapped in (``swapped``) and the versions skipped as unservable (``failed``).
+    """
 
     def __init__(self, runtime: Runtime, source: ModelSource, load: Loader) -> None:
         self.runtime = runtime
         self.source = source
         self._load = load
         self.swaps = 0
+        registry = runtime.metrics.registry
+        self._serving = Info("age_model", "the model serving now", registry=registry)
+        self._reloads = Counter(
+            "age_model_reloads", "models swapped in, and versions skipped as unservable", ["outcome"], registry=registry
+        )
         self._wanted = asyncio.Event()
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
@@ -73,6 +84,11 @@ class ModelReloader:
 
     def start(self, poll_s: float | None) -> None:
         """Handle reload requests (and poll every ``poll_s`` seconds when given) until :meth:`stop`."""
+        if self.runtime.predictor is not None:
+            self._serving.info({"model_id": self.runtime.predictor.model_id})
+        # Versions skipped at start-up count too; both series exist from the start, at 0.
+        self._reloads.labels(outcome="swapped")
+        self._reloads.labels(outcome="failed").inc(self.source.failures)
         self._task = asyncio.get_running_loop().create_task(self._run(poll_s), name="model-reloader")
 
     async def _run(self, poll_s: float | None) -> None:
@@ -91,15 +107,20 @@ class ModelReloader:
         async with self._lock:
             current = self.runtime.served
             identity = current.predictor.identity if current is not None else None
+            failed_before = self.source.failures
             try:
                 predictor = await asyncio.to_thread(self.source.pick, identity, self._load_compatible)
             except AgeEstimationError as exc:
                 logger.error("cannot look for a newer model: %s", exc)
                 return None
+            finally:
+                self._reloads.labels(outcome="failed").inc(self.source.failures - failed_before)
             if predictor is None:
                 return None
             previous = self.runtime.swap(await self.runtime.serve(predictor))
             self.swaps += 1
+            self._reloads.labels(outcome="swapped").inc()
+            self._serving.info({"model_id": predictor.model_id})
             logger.info("now serving %s", predictor.model_id)
             if previous is not None:
                 task = asyncio.get_running_loop().create_task(self._retire(previous), name="retire-model")

@@ -135,6 +135,9 @@ def test_the_highest_version_serves_and_a_reload_swaps_in_a_newer_one(
     assert client.get("/health").json()["model"]["id"] == new_id
     after = logits(client)
     assert not np.allclose(before, after), "the answers come from version 2's weights"
+    metrics = client.get("/metrics").text
+    assert f'age_model_info{{model_id="{new_id}"}} 1.0' in metrics
+    assert 'age_model_reloads_total{outcome="swapped"} 1.0' in metrics
     assert reload(client) is None, "nothing newer: no second load"
 
 
@@ -219,6 +222,7 @@ def test_a_broken_version_is_skipped_and_the_next_newest_is_tried(
     assert client.get("/health/ready").status_code == 200
     (skipped,) = client.get("/model").json()["repository"]["skipped"]
     assert skipped["version"] == 3
+    assert 'age_model_reloads_total{outcome="failed"} 1.0' in client.get("/metrics").text
     assert "model.h5" in skipped["reason"]
 
     add_version(repository, 2, model_v2)
