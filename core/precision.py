@@ -80,16 +80,18 @@ def score(logits: np.ndarray, ages: np.ndarray, metadata: dict[str, Any], covera
 
 
 def verdict(candidate: dict[str, Any], reference: dict[str, Any]) -> dict[str, Any]:
-    """``candidate``'s figures against float32's: the differences, ``moved`` (share of ages that change) and
-    ``accepted`` (within both tolerances)."""
+    """``candidate``'s figures against float32's: the differences, ``moved`` (share of ages that change),
+    ``moved_over_a_year`` (by more than one year) and ``accepted`` (within both tolerances)."""
     mae_change = candidate["mae"] - reference["mae"]
     coverage_change = candidate["coverage"] - reference["coverage"]
+    change = np.abs(candidate["predicted"] - reference["predicted"])
     return {
         "mae": candidate["mae"],
         "coverage": candidate["coverage"],
         "mae_change": round(mae_change, 4),
         "coverage_change": round(coverage_change, 4),
-        "moved": round(float((candidate["predicted"] != reference["predicted"]).mean()), 4),
+        "moved": round(float((change > 0).mean()), 4),
+        "moved_over_a_year": round(float((change > 1).mean()), 4),
         "accepted": bool(mae_change <= MAE_TOLERANCE and abs(coverage_change) <= COVERAGE_TOLERANCE),
     }
 

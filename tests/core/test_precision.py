@@ -32,9 +32,9 @@ def _scores(mae: float, coverage: float, predicted: list[int]) -> dict:
     [(5.04, 0.905, True), (4.90, 0.895, True), (5.06, 0.90, False), (5.0, 0.889, False), (5.0, 0.911, False)],
 )
 def test_verdict_holds_a_precision_to_both_tolerances(mae, coverage, accepted):
-    row = verdict(_scores(mae, coverage, [1, 2, 3, 5]), _scores(5.0, 0.90, [1, 2, 3, 4]))
+    row = verdict(_scores(mae, coverage, [1, 2, 6, 5]), _scores(5.0, 0.90, [1, 2, 3, 4]))
     assert row["accepted"] is accepted
-    assert row["moved"] == 0.25
+    assert (row["moved"], row["moved_over_a_year"]) == (0.5, 0.25)
 
 
 @pytest.fixture(scope="module")
