@@ -29,7 +29,7 @@ from batch.output import chunks, clear_temporary, committed
 if TYPE_CHECKING:
     import ray.data
 
-__all__ = ["BatchJob", "Plan", "Summary", "build", "connect", "consume", "prepare", "run"]
+__all__ = ["BatchJob", "Plan", "Summary", "build", "connect", "consume", "prepare", "run", "start_local_ray"]
 
 DEFAULT_BATCH_SIZE = 64
 
@@ -121,6 +121,28 @@ class Resources:
     gpus: int
 
 
+RAY_OPTIONS: dict[str, Any] = {
+    # Worker output would interleave TensorFlow's and Ray's start-up chatter with the progress bar; errors still
+    # reach the driver as exceptions.
+    "log_to_driver": False,
+    "configure_logging": False,
+    "runtime_env": {"env_vars": {"TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}},
+}
+
+
+def start_local_ray(num_cpus: int | None = None, num_gpus: int | None = None, **options: Any) -> None:
+    """Start a Ray instance on this machine for this process (``num_cpus``/``num_gpus``: all when ``None``).
+
+    Its workers run at the command's own priority: Ray starts them at nice 15 (``RAY_worker_niceness``), which
+    suits shared cluster nodes but, on a workstation with anything else busy, halves age-batch's rate against
+    age-demo's threads (``bench/RESULTS.md``). ``RAY_worker_niceness`` in the environment still wins.
+    """
+    import ray
+
+    os.environ.setdefault("RAY_worker_niceness", "0")
+    ray.init(num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False, **{**RAY_OPTIONS, **options})
+
+
 def connect(job: BatchJob) -> Resources:
     """Start a local Ray instance (``job.address`` None and no ``RAY_ADDRESS``, which a Ray job's driver has) or
     join a cluster (``auto``, ``ray://host:10001``, ...), unless this process is connected already. Returns the
@@ -129,14 +151,10 @@ def connect(job: BatchJob) -> Resources:
 
     address = job.address or os.environ.get("RAY_ADDRESS")
     if not ray.is_initialized():
-        # Worker output would interleave TensorFlow's and Ray's start-up chatter with the progress bar; errors still
-        # reach the driver as exceptions.
-        options: dict[str, Any] = {"log_to_driver": False, "configure_logging": False}
-        options["runtime_env"] = {"env_vars": {"TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}}
         if address:
-            ray.init(address=address, **options)
+            ray.init(address=address, **RAY_OPTIONS)
         else:
-            ray.init(num_cpus=job.num_cpus, num_gpus=job.num_gpus, include_dashboard=False, **options)
+            start_local_ray(job.num_cpus, job.num_gpus)
     available = ray.cluster_resources()
     cpus = int(available.get("CPU", 1))
     gpus = int(available.get("GPU", 0))

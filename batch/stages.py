@@ -88,6 +88,7 @@ class AlignStage:
         return records, [face.chip for face in faces]
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Each chunk row's ``paths`` to its ``records`` and ``chips``."""
         records_out, chips_out = [], []
         for paths in batch["paths"]:
             records: list[dict[str, Any]] = []
@@ -121,10 +122,11 @@ class ModelStage:
         self.engine = load_engine(path, runtime, precision, threads)
         self.size = int(metadata["img_size"])
         self.decoder = AgeDecoder.from_metadata(metadata, coverage)
-        # The first call imports the decoding's dependencies and traces the network: part of start-up, not of a chunk.
+        # The first call traces the network: part of the actor's start-up, not of its first chunk.
         self.decoder.ages(self.engine.logits(np.zeros((1, self.size, self.size, 3), dtype=np.uint8)))
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Each chunk row's ``chips`` to its ``logits`` and ``ages`` (one model call for the whole batch)."""
         size = self.size
         per_row = [np.frombuffer(raw, dtype=np.uint8).reshape(-1, size, size, 3) for raw in batch["chips"]]
         counts = [len(chips) for chips in per_row]

@@ -28,8 +28,10 @@ def ray_address() -> Iterator[str]:
     """A local Ray instance with 2 CPUs, started once; its address, for a second driver (``--address``)."""
     import ray
 
-    context = ray.init(num_cpus=2, include_dashboard=False, object_store_memory=256 * 1024 * 1024, log_to_driver=False)
-    yield str(context.address_info["address"])
+    from batch.pipeline import start_local_ray
+
+    start_local_ray(num_cpus=2, object_store_memory=256 * 1024 * 1024)
+    yield ray.get_runtime_context().gcs_address
     ray.shutdown()
 
 
