@@ -1,9 +1,9 @@
 """From CORAL logits to the body of an answer, in the view asked for (``view=full`` or ``view=basic``).
 
 ``full`` is every output of each face (Cao et al. 2019, Eq. 1: ``raw_logits``, ``raw_probas``, the thresholded
-tasks, the age and its distribution) with the largest face's fields repeated at the top level, as the contract's
-``POST /predict`` has it; ``basic`` is what most clients read, the age, its interval and the box, in a few hundred
-bytes. Both name the model that answered (``model_id``).
+tasks, the age and its distribution) with the largest face's fields but its distribution repeated at the top level,
+as the contract's ``POST /predict`` has it; ``basic`` is what most clients read, the age, its interval and the box,
+in a few hundred bytes. Both name the model that answered (``model_id``).
 
 Floats are written at float32's shortest round-trip form: the model computes in float32, so a float64 printed to 17
 digits (``0.12345679104328156``) only adds digits that carry nothing; each value is replaced by the float64 nearest
@@ -22,7 +22,7 @@ import numpy as np
 from core.coral import labels_from_probas, probas_from_logits
 from core.distribution import age_probas, central_interval, interval_mass, p_at_least
 from service.options import AnswerOptions
-from service.schemas import Answer, BasicFace, BasicResponse, FacePrediction, PredictResponse
+from service.schemas import Answer, BasicFace, BasicResponse, FacePrediction, FaceSummary, PredictResponse
 
 if TYPE_CHECKING:
     from service.predictor import Predictor
@@ -128,6 +128,7 @@ def build_answer(
     if options.view == "basic":
         return BasicResponse(model_id=predictor.model_id, faces=basic_faces(predictor, boxes, logits, options))
     faces = full_faces(predictor, boxes, logits, options)
-    # The faces were validated when built: the top level repeats the first one's fields without checking them again
-    # (hundreds of floats per face).
-    return PredictResponse.model_construct(**dict(faces[0]), model_id=predictor.model_id, faces=faces)
+    # The faces were validated when built: the top level repeats the first one's fields without checking them again.
+    # Its distribution stays in faces only: K more floats would make a one-face answer a sixth larger.
+    largest = {name: value for name, value in dict(faces[0]).items() if name in FaceSummary.model_fields}
+    return PredictResponse.model_construct(**largest, model_id=predictor.model_id, faces=faces)

@@ -8,17 +8,18 @@ from pydantic import BaseModel, Field
 
 P_AT_LEAST_DESCRIPTION = (
     "with query min_age=T: P(age >= T) = raw_probas[T - start_label - 1]; 1 for T <= start_label, 0 for T above "
-    "the last age; absent without min_age"
+    "the last age"
 )
-AT_LEAST_DESCRIPTION = "with query min_age=T: result_value >= T (the thresholded decision); absent without min_age"
+AT_LEAST_DESCRIPTION = "with query min_age=T: result_value >= T (the thresholded decision)"
 
 
 def _absent(value: object) -> bool:
     return value is None
 
 
-class FacePrediction(BaseModel):
-    """The CORAL output for one face (Cao et al. 2019, Eq. 1).
+class FaceSummary(BaseModel):
+    """The CORAL output for one face (Cao et al. 2019, Eq. 1) but its distribution ``age_probas``: what the top level
+    of a ``view=full`` answer repeats of the largest face.
 
     ``raw_logits`` and ``raw_probas`` hold the K-1 task outputs, ``raw_probas[k] = P(age > start_label + k)``
     (non-increasing in k); ``thresholded_probas[k] = 1`` iff ``raw_probas[k] > threshold``; ``result_value`` is
@@ -32,9 +33,6 @@ class FacePrediction(BaseModel):
     thresholded_probas: list[int]
     result_value: int
     box: list[int] = Field(min_length=4, max_length=4)
-    age_probas: list[float] = Field(
-        description="K floats, P(age = start_label + i), summing to 1: differences of 1 - raw_probas"
-    )
     age_interval: list[int] = Field(
         min_length=2,
         max_length=2,
@@ -48,19 +46,27 @@ class FacePrediction(BaseModel):
     uncertain: bool = Field(
         default=False, description="age_interval is wider (high - low) than MAX_INTERVAL_WIDTH years (off by default)"
     )
-    # Left out of the body when absent, not null: two nulls a face were 1% of a one-face answer.
     p_at_least: float | None = Field(
-        default=None, ge=0.0, le=1.0, exclude_if=_absent, description=P_AT_LEAST_DESCRIPTION
+        default=None, ge=0.0, le=1.0, description=P_AT_LEAST_DESCRIPTION + "; null without min_age"
     )
-    at_least: bool | None = Field(default=None, exclude_if=_absent, description=AT_LEAST_DESCRIPTION)
+    at_least: bool | None = Field(default=None, description=AT_LEAST_DESCRIPTION + "; null without min_age")
+
+
+class FacePrediction(FaceSummary):
+    """Every output for one face: :class:`FaceSummary`'s fields and the distribution ``age_probas``."""
+
+    age_probas: list[float] = Field(
+        description="K floats, P(age = start_label + i), summing to 1: differences of 1 - raw_probas"
+    )
 
 
 MODEL_ID_DESCRIPTION = "the model that answered, `name[:version]@sha256:<12 hex>` (also the `X-Model-Id` header)"
 
 
-class PredictResponse(FacePrediction):
-    """``POST /predict`` (``view=full``): the largest face's fields at the top level, every face, largest first, in
-    ``faces``, and the id of the model that answered. Floats are written at float32's shortest round-trip form."""
+class PredictResponse(FaceSummary):
+    """``POST /predict`` (``view=full``): the largest face's fields at the top level (all but its K floats of
+    ``age_probas``, which only ``faces`` carries), every face, largest first, in ``faces``, and the id of the model
+    that answered. Floats are written at float32's shortest round-trip form."""
 
     model_id: str = Field(description=MODEL_ID_DESCRIPTION)
     faces: list[FacePrediction]
@@ -76,6 +82,7 @@ class BasicFace(BaseModel):
     calibrated: bool
     uncertain: bool = False
     box: list[int] = Field(min_length=4, max_length=4)
+    # Left out when absent rather than null: basic is for the few bytes.
     p_at_least: float | None = Field(
         default=None, ge=0.0, le=1.0, exclude_if=_absent, description=P_AT_LEAST_DESCRIPTION
     )

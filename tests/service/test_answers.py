@@ -141,7 +141,7 @@ def shipped_client() -> Iterator[TestClient]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["astronaut.png", "Tom_Cruise_avp_2014_4.jpg"])
+@pytest.mark.parametrize("name", ["astronaut.png", "Tom_Cruise_avp_2014_4.jpg", "2008_002079.jpg"])
 def test_one_face_answers_fit_the_size_targets(shipped_client: TestClient, name: str) -> None:
     data = photo_path(name).read_bytes()
     full = _post(shipped_client, data)
