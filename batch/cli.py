@@ -15,6 +15,7 @@ from pathlib import Path
 
 from batch.model import DEFAULT_COVERAGE, DEFAULT_MODEL
 from batch.pipeline import DEFAULT_BATCH_SIZE, BatchJob, run
+from core.engine import PRECISIONS, RUNTIMES
 from core.errors import AgeEstimationError
 
 __all__ = ["main", "parse_args"]
@@ -44,7 +45,10 @@ def parse_args(argv: Sequence[str] | None = None) -> BatchJob:
     )
     parser.add_argument("output", help="the Parquet dataset folder, local or a URI; a rerun adds only what is missing")
     parser.add_argument(
-        "--model", type=Path, default=Path(os.environ.get("MODEL_PATH") or DEFAULT_MODEL), help="the .h5 to use"
+        "--model",
+        type=Path,
+        default=Path(os.environ.get("MODEL_PATH") or DEFAULT_MODEL),
+        help="the .h5 to use (default: MODEL_PATH, else models/default.h5)",
     )
     parser.add_argument("--address", help="Ray cluster: 'auto' or 'ray://HOST:10001' (default: start a local Ray)")
     parser.add_argument("--num-cpus", type=_positive, help="CPUs to use (default: all; a local Ray gets this many)")
@@ -57,10 +61,16 @@ def parse_args(argv: Sequence[str] | None = None) -> BatchJob:
     )
     parser.add_argument("--coverage", type=float, default=DEFAULT_COVERAGE, help="age_interval coverage, in (0, 1)")
     parser.add_argument(
-        "--runtime", default=os.environ.get("MODEL_RUNTIME", "auto"), help="auto, tensorflow or onnxruntime"
+        "--runtime",
+        choices=RUNTIMES,
+        default=os.environ.get("MODEL_RUNTIME", "auto"),
+        help="the model's runtime (default: MODEL_RUNTIME, else auto: as age-serve picks it)",
     )
     parser.add_argument(
-        "--precision", default=os.environ.get("MODEL_PRECISION", "auto"), help="auto, float32, bfloat16 or int8"
+        "--precision",
+        choices=PRECISIONS,
+        default=os.environ.get("MODEL_PRECISION", "auto"),
+        help="the model's precision (default: MODEL_PRECISION, else auto)",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
