@@ -15,7 +15,7 @@ from trainer.evaluation import calibrate
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``age-calibrate``; exit code 2 on a bad argument, file or model."""
-    parser = command.parser("age-calibrate", calibrate.__doc__)
+    parser = command.parser("age-calibrate", __doc__)
     command.add_labelled_photos(parser, "the .h5 to calibrate")
     parser.add_argument("--out", type=Path, help="write the calibrated model here instead of updating --model")
     parser.add_argument("--batch-size", type=int, default=64, help="images per forward pass (default 64)")

@@ -14,7 +14,7 @@ from trainer.model import ensemble
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``age-ensemble``; exit code 2 on a bad argument, file or mismatched members."""
-    parser = command.parser("age-ensemble", ensemble.__doc__)
+    parser = command.parser("age-ensemble", __doc__)
     parser.add_argument("--models", required=True, nargs="+", type=Path, help="two or more .h5 files from age-train")
     parser.add_argument("--out", required=True, type=Path, help="the ensemble .h5 to write (atomically)")
     parser.add_argument("--csv", type=Path, help="optional: aligned chips to score it on (Path, Age)")

@@ -23,7 +23,7 @@ def _coverage(text: str) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``age-evaluate``; exit code 2 on a bad argument, file or model."""
-    parser = command.parser("age-evaluate", evaluation.__doc__)
+    parser = command.parser("age-evaluate", __doc__)
     command.add_labelled_photos(parser, "a .h5 saved by age-train")
     parser.add_argument("--batch-size", type=int, default=64, help="images per forward pass (default 64)")
     parser.add_argument(

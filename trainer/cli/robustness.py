@@ -15,7 +15,7 @@ from trainer.evaluation import robustness
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``age-robustness``; exit code 2 on a bad model, CSV or folder."""
-    parser = command.parser("age-robustness", robustness.__doc__)
+    parser = command.parser("age-robustness", __doc__)
     parser.add_argument("--model", required=True, type=Path, help="a .h5 saved by age-train or age-ensemble")
     parser.add_argument("--csv", required=True, type=Path, help="CSV of aligned chips with Path,Age")
     parser.add_argument("--images", required=True, type=Path, help="folder the CSV's paths are relative to")
