@@ -20,8 +20,8 @@ from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import Request
 
-from core.errors import AgeEstimationError, ImageTooLargeError, UnreadableImageError
-from service.errors import BodyTooLargeError, FormError, TooManyItemsError
+from core.errors import AgeEstimationError, ImageTooLargeError
+from service.errors import BadRequestError, BodyTooLargeError, FormError, TooManyItemsError
 from service.json_body import JsonShape, parse_json
 
 FORM_OVERHEAD_BYTES = 64 * 1024
@@ -174,7 +174,7 @@ def decode_base64(value: Any, max_bytes: int) -> bytes | AgeEstimationError:
     try:
         data = base64.b64decode("".join(text.split()), validate=True)
     except (binascii.Error, ValueError):
-        return UnreadableImageError("the image is not valid base64")
+        return BadRequestError("the image is not valid base64")
     if len(data) > max_bytes:
         return ImageTooLargeError(f"the image is {len(data)} bytes; the limit is {max_bytes} bytes")
     return data

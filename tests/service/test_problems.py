@@ -113,6 +113,10 @@ def test_no_face_and_no_file(client: TestClient, fake_faces) -> None:
     _problem(client.post("/predict", files={"photo": ("a.png", image_bytes(), "image/png")}), 422, "no_file")
 
 
+def test_bad_base64_is_a_bad_request_not_a_corrupt_image(client: TestClient) -> None:
+    _problem(client.post("/predict", json={"image": "not base64 at all!"}), 400, "bad_request")
+
+
 def test_unknown_route_and_wrong_method(client: TestClient) -> None:
     body = _problem(client.get("/no/such/route"), 404, "not_found")
     assert "/no/such/route" in body["detail"]
