@@ -5,6 +5,7 @@ broken version changes nothing."""
 from __future__ import annotations
 
 import base64
+import gc
 import os
 import shutil
 import signal
@@ -13,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -353,3 +355,20 @@ def test_the_issue_target_with_a_repository_and_api_keys(
     inferred = client.post("/v2/models/age/infer", json=oip, headers={"Authorization": "Bearer key-two"})
     assert inferred.status_code == 200, inferred.text
     assert inferred.headers["X-Model-Id"] == inferred.json()["parameters"]["model_id"] == model["id"]
+
+
+def test_a_replaced_model_is_released(
+    serve: Callable[..., tuple[TestClient, GateAligner]], repository: Path, model_v2: Path
+) -> None:
+    """Nothing keeps the old weights alive after a swap: a pod reloading for weeks does not grow by a model each."""
+    client, _ = serve(model_repository=repository)
+    runtime = client.app.state.runtime  # type: ignore[attr-defined]
+    old = weakref.ref(runtime.predictor)
+    add_version(repository, 2, model_v2)
+    assert reload(client) is not None
+    logits(client)
+    deadline = time.monotonic() + 30
+    while old() is not None:
+        assert time.monotonic() < deadline, "the replaced predictor is still referenced"
+        gc.collect()
+        time.sleep(0.05)
