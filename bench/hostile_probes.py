@@ -170,8 +170,8 @@ def json_flood(server: Server, megabytes: int = 150) -> tuple[int, float, float]
 
 def multipart_batches(
     server: Server, clients: int = 16, parts: int = 32, part_mb: float = 9.9
-) -> tuple[Counter[int], float]:
-    """``clients`` concurrent batches of ``parts`` random parts: statuses and peak tree RSS over the level before."""
+) -> tuple[Counter[int], float, float]:
+    """``clients`` concurrent batches of ``parts`` random parts: statuses, tree RSS before and its peak (MiB)."""
     payload = b"\xff\xd8\xff" + np.random.default_rng(1).integers(0, 256, int(part_mb * 2**20), np.uint8).tobytes()
     part_head = b'--b\r\nContent-Disposition: form-data; name="file"; filename="p.jpg"\r\n\r\n'
     length = parts * (len(part_head) + len(payload) + 2) + len(b"--b--\r\n")
@@ -200,7 +200,7 @@ def multipart_batches(
             thread.start()
         for thread in threads:
             thread.join()
-    return statuses, sampler.peak - base
+    return statuses, base, sampler.peak
 
 
 def odd_requests(server: Server) -> dict[str, object]:

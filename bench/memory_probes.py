@@ -22,7 +22,7 @@ def burst_memory(
     for _ in range(3):
         httpx.post(f"{server.url}/predict", files={"file": ("p.jpg", photo)}, timeout=120)
     time.sleep(3)
-    base = server.rss_mib()
+    base, tree_base = server.rss_mib(), server.tree_rss_mib()
     statuses: Counter[int] = Counter()
 
     async def load() -> None:
@@ -36,12 +36,13 @@ def burst_memory(
 
             await asyncio.gather(*(one() for _ in range(clients)))
 
-    peak = [base]
+    peak = [base, tree_base]
     done = threading.Event()
 
     def sample() -> None:
         while not done.is_set():
             peak[0] = max(peak[0], server.rss_mib())
+            peak[1] = max(peak[1], server.tree_rss_mib())
             time.sleep(0.05)
 
     sampler = threading.Thread(target=sample)
@@ -59,6 +60,9 @@ def burst_memory(
         "base": base,
         "peak": peak[0],
         "after": server.rss_mib(),
+        "tree_base": tree_base,
+        "tree_peak": peak[1],
+        "tree_after": server.tree_rss_mib(),
         "back_s": back_s,
         "ok": statuses[200],
         "sent": sum(statuses.values()),

