@@ -54,8 +54,8 @@ class BatchJob:
 @dataclass
 class Summary:
     """A run's counts: photos scored now (``photos``, ``faces``, ``errors`` by code), ``skipped`` (already written
-    by an earlier run), the seconds of scoring and, apart, of starting or joining Ray; ``parts``: each part's
-    seconds into the scoring when it was written, and its photos."""
+    by an earlier run), the seconds of scoring (the actors' start-up included) and, apart, of starting or joining
+    Ray."""
 
     photos: int = 0
     faces: int = 0
@@ -63,16 +63,6 @@ class Summary:
     skipped: int = 0
     seconds: float = 0.0
     startup_seconds: float = 0.0
-    parts: list[tuple[float, int]] = field(default_factory=list)
-
-    def steady_rate(self, after: int = 1) -> float:
-        """Photos per second over the parts written after the first ``after`` (one per alignment actor leaves out
-        the actors' start-up and the pipeline's fill): what a long run approaches; 0.0 without enough parts."""
-        if len(self.parts) <= after:
-            return 0.0
-        start = self.parts[after - 1][0] if after else 0.0
-        elapsed = self.parts[-1][0] - start
-        return sum(photos for _, photos in self.parts[after:]) / elapsed if elapsed > 0 else 0.0
 
     def line(self, output: str) -> str:
         """The one-line summary the command prints last."""
@@ -211,10 +201,8 @@ def build(job: BatchJob, plan: Plan, resources: Resources) -> ray.data.Dataset:
 
 def consume(dataset: ray.data.Dataset, total: int, progress: bool, summary: Summary) -> None:
     """Run the dataset to the end, counting into ``summary``, with a progress bar over ``total`` photos."""
-    started = time.perf_counter()
     with tqdm(total=total, unit="photo", desc="age-batch", disable=not progress) as bar:
         for row in dataset.iter_rows():
-            summary.parts.append((time.perf_counter() - started, int(row["photos"])))
             summary.photos += int(row["photos"])
             summary.faces += int(row["faces"])
             summary.errors.update(_counts(row["errors"]))
