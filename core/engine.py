@@ -56,9 +56,24 @@ class Engine:
         """``"<runtime> <precision>"``, as ``GET /health`` and ``GET /model`` report it."""
         return f"{self.runtime} {self.precision}"
 
+    _outputs: int
+
     def logits(self, chips: np.ndarray) -> np.ndarray:
         """CORAL logits ``(N, K-1)`` float32 of the chips ``(N, S, S, 3)`` uint8 RGB (any N >= 0)."""
         raise NotImplementedError
+
+    @property
+    def output_shape(self) -> tuple[None, int]:
+        """``(None, K-1)``, as a Keras model's."""
+        return (None, self._outputs)
+
+    def predict_on_batch(self, images: object) -> np.ndarray:
+        """Keras' name for :meth:`logits`, so that evaluation code written for a Keras model runs an engine: float
+        pixels 0..255 (a ``tf.data`` batch, say) are rounded to uint8, exactly for chips read from 8-bit files."""
+        chips = np.asarray(images)
+        if chips.dtype != np.uint8:
+            chips = np.clip(np.rint(chips), 0, 255).astype(np.uint8)
+        return self.logits(chips)
 
 
 class TensorFlowEngine(Engine):
@@ -209,13 +224,17 @@ def choose_engine(
 
 def load_engine(
     model_file: str | os.PathLike[str],
-    runtime: str = "auto",
-    precision: str = "auto",
+    runtime: str | None = None,
+    precision: str | None = None,
     threads: int = 1,
     cache_dir: str | os.PathLike[str] | None = None,
 ) -> Engine:
-    """Choose (:func:`choose_engine`) and load the engine for ``model_file``; ``threads`` per model call (0: one
-    per core); ``cache_dir`` holds converted ONNX files. Raises ``ModelFileError`` when the file cannot be loaded."""
+    """Choose (:func:`choose_engine`) and load the engine for ``model_file``; ``runtime`` and ``precision`` default
+    to ``MODEL_RUNTIME`` and ``MODEL_PRECISION`` (else ``auto``), so a command without settings of its own (such as
+    ``age-evaluate``) runs what ``age-serve`` would; ``threads`` per model call (0: one per core); ``cache_dir``
+    holds converted ONNX files. Raises ``ModelFileError`` when the file cannot be loaded."""
+    runtime = runtime or os.environ.get("MODEL_RUNTIME", "auto")
+    precision = precision or os.environ.get("MODEL_PRECISION", "auto")
     choice = choose_engine(model_file, runtime, precision)
     logger.info("forward pass: %s %s (%s)", choice.runtime, choice.precision, choice.why)
     if choice.runtime == "onnxruntime":

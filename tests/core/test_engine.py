@@ -95,3 +95,12 @@ def test_onnxruntime_float32_matches_tensorflow_and_is_cached(tiny_model, tmp_pa
     stamp = cached.stat().st_mtime_ns
     load_engine(tiny_model, "onnxruntime", "float32", cache_dir=tmp_path)
     assert cached.stat().st_mtime_ns == stamp
+
+
+def test_an_engine_stands_in_for_a_keras_model_in_evaluation_code(tiny_model, tmp_path, monkeypatch):
+    monkeypatch.setenv("MODEL_RUNTIME", "onnxruntime")
+    engine = load_engine(tiny_model, cache_dir=tmp_path)
+    assert engine.runtime == "onnxruntime"
+    chips = np.random.default_rng(2).integers(0, 256, (3, 64, 64, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(engine.predict_on_batch(chips.astype(np.float32)), engine.logits(chips))
+    assert engine.output_shape == (None, engine.logits(chips).shape[1])
