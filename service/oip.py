@@ -83,7 +83,8 @@ def _split(body: bytes, header_length: str | None) -> tuple[dict[str, Any], byte
         raise BadRequestError(f"{HEADER_LENGTH} must be the byte length of the JSON at the start of the body")
     try:
         header = json.loads(body[:size])
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+    except (ValueError, RecursionError) as exc:
+        # ValueError also covers an integer of over 4,300 digits (Python's int limit), not only bad JSON: a 400.
         raise BadRequestError(f"the inference request is not valid JSON: {exc}") from None
     if not isinstance(header, dict):
         raise BadRequestError("the inference request must be a JSON object")

@@ -186,3 +186,10 @@ def test_a_refused_json_body_is_never_parsed_whole(client: TestClient, monkeypat
     response = client.post("/predict/batch", content=body, headers={"content-type": "application/json"})
     assert response.status_code == 413
     assert parsed == []
+
+
+def test_a_5000_digit_number_in_an_inference_request_is_a_400(client: TestClient) -> None:
+    tensor = b'{"name": "image", "shape": [1], "datatype": "BYTES", "data": ["aGVsbG8="]}'
+    body = b'{"inputs": [' + tensor + b'], "id": ' + b"7" * 5000 + b"}"
+    response = client.post("/v2/models/age/infer", content=body, headers={"content-type": "application/json"})
+    assert response.status_code == 400, response.text
