@@ -100,3 +100,18 @@ def test_resume_is_refused_with_several_workers_before_waiting_for_them(tmp_path
     done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2, done.stderr[-3000:]
     assert "resume: not supported with several workers" in done.stderr
+
+
+def test_no_trainer_module_starts_tensorflow_at_import() -> None:
+    # A tensor made at import starts TensorFlow's context, after which MultiWorkerMirroredStrategy cannot be built
+    # ("Collective ops must be configured at program startup"): age-train must build it first.
+    script = (
+        "import importlib, pkgutil, trainer\n"
+        "for module in pkgutil.walk_packages(trainer.__path__, 'trainer.'):\n"
+        "    importlib.import_module(module.name)\n"
+        "from tensorflow.python.eager import context\n"
+        "print(context.context()._context_handle is None)\n"
+    )
+    run = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.strip().splitlines()[-1] == "True"

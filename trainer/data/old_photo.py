@@ -27,8 +27,10 @@ __all__ = ["Draw", "dust", "fade", "gaussian_blur", "grain", "halftone", "old_ph
 
 _REFERENCE_SIZE = 150.0
 # Sepia toning: the print's luma times a brown tint (per RGB channel) that keeps its brightness about the same.
-_LUMA = tf.constant([0.299, 0.587, 0.114], dtype=tf.float32)
-_SEPIA_TINT = tf.constant([1.10, 0.95, 0.72], dtype=tf.float32)
+# Plain tuples, not tensors: a tensor made at import would start TensorFlow's context before age-train builds its
+# distribution strategy, which multi-worker training refuses ("Collective ops must be configured at start-up").
+_LUMA = (0.299, 0.587, 0.114)
+_SEPIA_TINT = (1.10, 0.95, 0.72)
 
 
 @dataclass(frozen=True)
@@ -60,7 +62,7 @@ def _scale(image: tf.Tensor) -> float:
 def sepia(image: tf.Tensor, rng: Draw) -> tf.Tensor:
     """Brown toning of strength 0.3-1, then a faded dye layer: each channel's gain moves by up to ±12%."""
     strength = rng.uniform((), 0.3, 1.0, salt=1)
-    toned = tf.reduce_sum(image * _LUMA, axis=-1, keepdims=True) * _SEPIA_TINT
+    toned = tf.reduce_sum(image * tf.constant(_LUMA), axis=-1, keepdims=True) * tf.constant(_SEPIA_TINT)
     mixed = (1.0 - strength) * image + strength * toned
     gains = 1.0 + rng.uniform((3,), -0.12, 0.12, salt=2)
     return tf.clip_by_value(mixed * gains, 0.0, 255.0)
