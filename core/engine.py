@@ -237,11 +237,22 @@ def load_engine(
     precision = precision or os.environ.get("MODEL_PRECISION", "auto")
     choice = choose_engine(model_file, runtime, precision)
     logger.info("forward pass: %s %s (%s)", choice.runtime, choice.precision, choice.why)
+    if choice.runtime == "onnxruntime" and choice.int8_file is not None:
+        return OnnxEngine(choice.int8_file, choice.precision, threads)
     if choice.runtime == "onnxruntime":
         from core.onnx_export import float32_onnx
 
-        path = choice.int8_file or float32_onnx(Path(model_file), cache_dir)
-        return OnnxEngine(path, choice.precision, threads)
+        try:
+            return OnnxEngine(float32_onnx(Path(model_file), cache_dir), choice.precision, threads)
+        except ModelFileError:
+            raise
+        except Exception as exc:
+            if runtime != "auto":
+                raise ModelFileError(f"{model_file}: cannot run on onnxruntime: {exc}") from exc
+            # A layer tf2onnx cannot convert (an antialiased resize inside an ensemble, say): TensorFlow runs it.
+            logger.warning(
+                "forward pass: %s does not convert to ONNX (%s); TensorFlow float32 instead", model_file, exc
+            )
     return _tensorflow_engine(Path(model_file), choice.precision, threads)
 
 

@@ -104,3 +104,15 @@ def test_an_engine_stands_in_for_a_keras_model_in_evaluation_code(tiny_model, tm
     chips = np.random.default_rng(2).integers(0, 256, (3, 64, 64, 3), dtype=np.uint8)
     np.testing.assert_array_equal(engine.predict_on_batch(chips.astype(np.float32)), engine.logits(chips))
     assert engine.output_shape == (None, engine.logits(chips).shape[1])
+
+
+def test_a_model_onnx_cannot_take_runs_on_tensorflow_unless_onnxruntime_was_asked_for(tiny_model, monkeypatch):
+    import core.onnx_export
+
+    def refuse(*args: object) -> None:
+        raise RuntimeError("ScaleAndTranslate has no ONNX conversion")
+
+    monkeypatch.setattr(core.onnx_export, "float32_onnx", refuse)
+    assert load_engine(tiny_model, "auto", "float32").runtime == "tensorflow"
+    with pytest.raises(ModelFileError, match="cannot run on onnxruntime"):
+        load_engine(tiny_model, "onnxruntime", "float32")
