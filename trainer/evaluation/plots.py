@@ -13,14 +13,6 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 
-def read_history(history_csv: Path) -> pd.DataFrame:
-    """Per-epoch logs written by ``keras.callbacks.CSVLogger``; an epoch logged twice (resume) keeps its last row."""
-    if not history_csv.is_file():
-        return pd.DataFrame()
-    history = pd.read_csv(history_csv)
-    return history.drop_duplicates("epoch", keep="last").sort_values("epoch").reset_index(drop=True)
-
-
 def plot_learning_curves(history: pd.DataFrame, out: Path) -> None:
     """Loss and MAE (years) per epoch, training against validation, side by side."""
     fig = Figure(figsize=(10, 4), layout="constrained")
@@ -78,10 +70,10 @@ def plot_mae_per_decade(per_decade: dict[str, dict[str, float | int]], out: Path
     fig.savefig(out, dpi=100)
 
 
-def write_plots(run_dir: Path, true_ages: np.ndarray, predicted_ages: np.ndarray) -> list[Path]:
-    """All three PNGs into ``run_dir``; returns their paths."""
+def write_plots(run_dir: Path, history: pd.DataFrame, true_ages: np.ndarray, predicted_ages: np.ndarray) -> list[Path]:
+    """All three PNGs into ``run_dir`` (``history``: the per-epoch logs); returns their paths."""
     paths = [run_dir / "learning_curves.png", run_dir / "mae_per_age.png", run_dir / "predicted_vs_true.png"]
-    plot_learning_curves(read_history(run_dir / "history.csv"), paths[0])
+    plot_learning_curves(history, paths[0])
     plot_mae_per_age(true_ages, predicted_ages, paths[1])
     plot_predicted_vs_true(true_ages, predicted_ages, paths[2])
     return paths

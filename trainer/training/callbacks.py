@@ -13,8 +13,8 @@ from typing import Any
 
 import keras
 
-from trainer.evaluation.plots import read_history
 from trainer.training.config import TrainConfig
+from trainer.training.run_folder import read_history
 
 
 class ResumableEarlyStopping(keras.callbacks.EarlyStopping):

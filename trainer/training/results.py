@@ -16,12 +16,12 @@ import tensorflow as tf
 from core.artifact import save_model
 from trainer.evaluation.calibrate import calibrate_splits
 from trainer.evaluation.metrics import age_metrics
-from trainer.evaluation.plots import read_history, write_plots
+from trainer.evaluation.plots import write_plots
 from trainer.evaluation.scoring import predict_batches
 from trainer.model.pretrained import pretrained_name
 from trainer.training.config import TrainConfig
 from trainer.training.fit import BASIC_RESNETS
-from trainer.training.run_folder import Run, shown_path
+from trainer.training.run_folder import Run, read_history, shown_path
 
 
 def _versions() -> dict[str, str]:
@@ -38,7 +38,8 @@ def report(config: TrainConfig, run: Run, final: keras.Model, datasets: dict[str
     """Score ``final`` on the validation and test splits, calibrate it on validation, write ``metrics.json`` and
     the PNGs, and save it as ``output_dir/{model_name}_{stamp}.h5``; returns that path."""
     summary, splits = run.summary, run.splits
-    results: dict[str, Any] = {"epochs": len(read_history(run.run_dir / "history.csv")), "data": summary.as_dict()}
+    history = read_history(run.run_dir / "history.csv")
+    results: dict[str, Any] = {"epochs": len(history), "data": summary.as_dict()}
     median = float(np.median(splits["train"]["Age"]))
     for name in ("val", "test"):
         ranks, predicted = predict_batches(final, datasets[name], summary.start_label, config.threshold)
@@ -47,7 +48,7 @@ def report(config: TrainConfig, run: Run, final: keras.Model, datasets: dict[str
         results[name]["median_baseline_mae"] = round(float(np.abs(true_ages - median).mean()), 4)
     calibration, results["intervals"] = calibrate_splits(final, datasets["val"], datasets["test"], summary.start_label)
     (run.run_dir / "metrics.json").write_text(json.dumps(results, indent=2) + "\n")
-    write_plots(run.run_dir, true_ages, predicted)
+    write_plots(run.run_dir, history, true_ages, predicted)
     test = results["test"]
     print(f"test: MAE {test['mae']} RMSE {test['rmse']} CS@5 {test['cs5']} (n {test['n']})")
 

@@ -102,3 +102,11 @@ def shown_path(path: str | Path) -> str:
         return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
     except ValueError:
         return str(path)
+
+
+def read_history(history_csv: Path) -> pd.DataFrame:
+    """Per-epoch logs written by ``keras.callbacks.CSVLogger``; an epoch logged twice (resume) keeps its last row."""
+    if not history_csv.is_file():
+        return pd.DataFrame()
+    history = pd.read_csv(history_csv)
+    return history.drop_duplicates("epoch", keep="last").sort_values("epoch").reset_index(drop=True)
