@@ -40,20 +40,14 @@ aligner searches at most 1024 pixels, and chips lose nothing measurable (``bench
 MAX_FACES = 100
 """Faces scored per photo, largest first, as the service's ``MAX_FACES`` default."""
 
-_CODES = (
-    (NoFaceError, "no_face"),
-    (OSError, "unreadable_file"),
-)
-
 
 def error_code(exc: BaseException) -> str:
     """The stable snake_case code of an error row: a ``core`` error's own ``code`` (``corrupt_image``,
-    ``unsupported_image``, ``image_too_large``, ``image_too_complex``, ``no_face``), ``unreadable_file`` for a file
-    that cannot be read, ``internal_error`` for anything else."""
-    for kind, code in _CODES:
-        if isinstance(exc, kind):
-            return code
-    return str(getattr(exc, "code", "")) or "internal_error"
+    ``unsupported_image``, ``image_too_large``, ``image_too_complex``, ``no_face``: the service's), else
+    ``unreadable_file`` for a file that cannot be read, ``internal_error`` for anything else."""
+    if isinstance(exc, AgeEstimationError):
+        return exc.code
+    return "unreadable_file" if isinstance(exc, OSError) else "internal_error"
 
 
 def _message(exc: BaseException) -> str:
