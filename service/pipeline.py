@@ -65,10 +65,20 @@ def whole_image_chip(rgb: np.ndarray, size: int) -> tuple[list[tuple[int, int, i
     return [(0, 0, width - 1, height - 1)], chip[np.newaxis]
 
 
-def _decode(
-    pool: object, data: bytes, max_pixels: int, side: int | None, scans: int, cancelled: threading.Event
+def _admit_and_decode(
+    held: contextlib.ExitStack,
+    pool: object,
+    data: bytes,
+    max_pixels: int,
+    side: int | None,
+    scans: int,
+    cancelled: threading.Event,
 ) -> Decoded:
+    """Charge the photo's pixels (from its header) to the pool's budget, held by ``held``, then decode it in a
+    worker process; a plain pool (tests) decodes in the thread."""
+    width, height = image_size(data)
     if isinstance(pool, DetectionPool):
+        held.enter_context(pool.pixels.holding(width * height))
         return pool.decoders.decode(data, max_pixels, side, scans, cancelled)
     return decode_reduced(data, max_pixels, side, scans)
 
@@ -78,15 +88,13 @@ def _decode_and_align(
 ) -> tuple[Decoded, Sequence[AlignedFace]]:
     """Decode ``data`` (within the CPU and pixel budgets) and, unless it is already a chip (``aligned``), find its
     faces; each stage timed. Image errors are logged here, on one line: this is the decoder boundary."""
-    settings, pool = runtime.settings, runtime.detect_pool
-    stage = runtime.metrics.stage_seconds
+    settings, stage = runtime.settings, runtime.metrics.stage_seconds
     side = None if aligned else settings.decode_side
     try:
-        width, height = image_size(data)
-        pixels = pool.pixels if isinstance(pool, DetectionPool) else None
-        with pixels.holding(width * height) if pixels is not None else contextlib.nullcontext():
-            args = (pool, data, settings.max_pixels, side, settings.max_jpeg_scans, cancelled)
-            decoded = _timed(stage.labels(stage="decode"), _decode, *args)
+        # The pixels stay charged until detection is done with them.
+        with contextlib.ExitStack() as held:
+            args = (held, runtime.detect_pool, data, settings.max_pixels, side, settings.max_jpeg_scans, cancelled)
+            decoded = _timed(stage.labels(stage="decode"), _admit_and_decode, *args)
             return decoded, () if aligned else _timed(stage.labels(stage="detect"), aligner.align, decoded.rgb)
     except ImageError as exc:
         logger.info("refused an upload of %d bytes: %s: %s", len(data), exc.code, exc)
