@@ -175,8 +175,8 @@ def test_bad_command_lines_exit_2_with_one_line(
 @pytest.mark.parametrize(
     ("content", "message"),
     [
-        ("ID,File,Age\n1,a/astronaut.png,3\n", "missing column(s) Path"),
-        ("ID,Path,Age\n1,a/astronaut.png,3\n2,a/two_people.jpg,thirty\n", "row 3 has 'thirty'"),
+        ("ID,File,Age\n1,a/astronaut.png,3\n", "column(s) 'Path' missing"),
+        ("ID,Path,Age\n1,a/astronaut.png,3\n2,a/two_people.jpg,thirty\n", "'Age': not a number on line 3"),
         ("ID,Path,Age\n1,a/astronaut.png,-3\n", "whole numbers >= 0"),
     ],
 )

@@ -32,6 +32,7 @@ from tqdm import tqdm
 from core.errors import ConfigError, ImageError, ImageTooLargeError, UnsupportedImageError
 from core.face import FaceAligner
 from core.image import read_image
+from trainer.data.labels import read_label_csv
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"})
 JPEG_QUALITY = 95
@@ -48,18 +49,12 @@ def read_rows(args: argparse.Namespace) -> tuple[pd.DataFrame, dict[str, str]]:
     """Input rows (``ID, Path, Age``; Path a POSIX path relative to --images) and rows already failed."""
     if args.utkface:
         return _utkface_rows(args.images)
-    try:
-        rows = pd.read_csv(args.csv, dtype={"ID": str, "Path": str}, keep_default_na=False)
-    except (OSError, pd.errors.ParserError, UnicodeDecodeError) as err:
-        raise ConfigError(f"{args.csv}: cannot read the CSV: {err}") from err
-    missing = [c for c in ("ID", "Path", "Age") if c not in rows.columns]
-    if missing:
-        raise ConfigError(f"{args.csv}: missing column(s) {', '.join(missing)}; expected at least ID,Path,Age")
-    ages = pd.to_numeric(rows["Age"], errors="coerce")
-    bad = rows.index[ages.isna() | (ages < 0) | (ages % 1 != 0)]
+    where = f"--csv {args.csv}"
+    rows, ages = read_label_csv(args.csv, where, ("ID", "Path", "Age"))
+    bad = rows.index[(ages < 0) | (ages % 1 != 0)]
     if len(bad):
         raise ConfigError(
-            f"{args.csv}: column Age must hold whole numbers >= 0; row {bad[0] + 2} has {rows['Age'][bad[0]]!r}"
+            f"{where}: column 'Age' must hold whole numbers >= 0; line {bad[0] + 2} has {rows['Age'][bad[0]]!r}"
         )
     return pd.DataFrame({"ID": rows["ID"], "Path": rows["Path"], "Age": ages.astype(int)}), {}
 

@@ -13,18 +13,23 @@ from core.errors import ConfigError
 
 
 def read_label_csv(csv_path: Path, where: str, columns: Sequence[str]) -> tuple[pd.DataFrame, pd.Series]:
-    """``(table, ages)``: the CSV with ``ID`` and ``Path`` read as text, and its ``Age`` column as numbers.
+    """``(table, ages)``: the CSV with every cell read as written (``ID`` and ``Path`` as text, an empty cell as
+    ``""``, never NaN), and its ``Age`` column as numbers.
 
     ``where`` starts every error message (``"csv_path FILE"``, ``"--csv FILE"``). Raises ``ConfigError`` for a file
-    that cannot be read, a missing column of ``columns``, or an age that is not a number (naming its line).
+    that cannot be read, the columns of ``columns`` it lacks (all of them), or an age that is not a number (naming
+    its line).
     """
     try:
-        table = pd.read_csv(csv_path, dtype={"ID": str, "Path": str})
-    except (OSError, ValueError) as exc:  # pandas' ParserError is a ValueError
+        table = pd.read_csv(csv_path, dtype={"ID": str, "Path": str}, keep_default_na=False)
+    except (OSError, ValueError) as exc:  # pandas' ParserError and UnicodeDecodeError are ValueErrors
         raise ConfigError(f"{where}: cannot read CSV ({exc})") from None
-    for column in columns:
-        if column not in table.columns:
-            raise ConfigError(f"{where}: column {column!r} missing (has {', '.join(map(str, table.columns))})")
+    missing = [repr(column) for column in columns if column not in table.columns]
+    if missing:
+        has = ", ".join(map(str, table.columns))
+        raise ConfigError(
+            f"{where}: column(s) {', '.join(missing)} missing; expected at least {', '.join(columns)} (has {has})"
+        )
     ages = pd.to_numeric(table["Age"], errors="coerce")
     if ages.isna().any():
         row = int(np.flatnonzero(ages.isna().to_numpy())[0]) + 2  # 1-based, after the header line
