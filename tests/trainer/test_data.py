@@ -40,6 +40,15 @@ def test_missing_and_unreadable_images_are_skipped_and_counted(tmp_path: Path) -
     assert Path(clean["Path"][0]).is_absolute()
 
 
+def test_an_empty_path_or_na_id_is_read_as_written(tmp_path: Path) -> None:
+    table = make_images(tmp_path, [20, 30, 40]).assign(ID=["NA", "s1", "s2"])
+    table.loc[2, "Path"] = ""
+    table.to_csv(tmp_path / "labels.csv", index=False)
+    clean, summary = load_table(tmp_path / "labels.csv", tmp_path)
+    assert list(clean["ID"]) == ["NA", "s1"], "an ID spelt NA is an ID, not a missing value"
+    assert summary.missing_image == 1
+
+
 def test_ages_outside_the_range_are_dropped_or_clipped(tmp_path: Path) -> None:
     make_images(tmp_path, [5, 20, 30, 90]).to_csv(tmp_path / "labels.csv", index=False)
     dropped, summary = load_table(tmp_path / "labels.csv", tmp_path, start_label=10, end_label=60)
