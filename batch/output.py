@@ -150,6 +150,7 @@ def write_part(output: str, name: str, rows: pa.Table) -> None:
     filesystem, folder = _folder(output)
     final = f"{folder}/{name}"
     if filesystem.type_name != "local":
+        filesystem.create_dir(folder, recursive=True)
         pq.write_table(rows, final, filesystem=filesystem)
         return
     filesystem.create_dir(f"{folder}/{TEMPORARY}", recursive=True)

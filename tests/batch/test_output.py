@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
 
@@ -72,3 +73,14 @@ def test_a_dataset_of_another_model_is_refused(tmp_path: Path) -> None:
     write_part(output, part_name(["/p/a.jpg"]), rows(["/p/a.jpg"], model_id="old@sha256:ffffffffffff"))
     with pytest.raises(ConfigError, match="old@sha256:ffffffffffff"):
         committed(output, FIXED["model_id"])
+
+
+def test_on_an_object_store_a_part_is_one_upload_and_reads_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An object store has no atomic rename, but a single upload appears whole: parts go straight to their name."""
+    import batch.output
+
+    store = pafs._MockFileSystem()
+    monkeypatch.setattr(batch.output, "_folder", lambda output: (store, "bucket/ages"))
+    write_part("s3://bucket/ages", part_name(["s3://bucket/p/a.jpg"]), rows(["s3://bucket/p/a.jpg"]))
+    assert committed("s3://bucket/ages", FIXED["model_id"]) == {"s3://bucket/p/a.jpg"}
+    assert store.get_file_info(f"bucket/ages/{TEMPORARY}").type == pafs.FileType.NotFound
