@@ -2,7 +2,7 @@
 
 Each test drives the real console scripts in subprocesses (``age-serve``, ``age-demo``, ``age-train``) with a tiny
 model or data set, so a kill is a real ``SIGKILL``. The kill and resume of ``age-align`` is tested next to its
-other tests (``tests/trainer/test_align.py``).
+other tests (``tests/trainer/data/test_align.py``).
 """
 
 from __future__ import annotations

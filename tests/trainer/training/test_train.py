@@ -25,7 +25,7 @@ from trainer.training.config import load_config
 from trainer.training.fit import init_coral_biases
 from trainer.training.job import train
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 UTKFACE = REPO.parent / "shared" / "data" / "utkface"
 
 

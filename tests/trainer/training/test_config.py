@@ -14,7 +14,7 @@ from core.errors import ConfigError
 from trainer.training.config import TrainConfig, load_config, parse_overrides, resolve_alignment
 from trainer.training.run_folder import fill_run_dir
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ import pytest
 
 from core.artifact import read_metadata
 from tests.synthetic import synthetic_faces
-from tests.trainer.test_train import REPO, write_config
+from tests.trainer.training.test_train import REPO, write_config
 
 
 def free_ports(count: int) -> list[int]:

@@ -15,7 +15,7 @@ from trainer.export import export as export_module
 from trainer.export.export import ExportCheckError, export, face_chips
 from trainer.export.formats import FORMATS, SUFFIXES, run_export
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 SHIPPED = ROOT / "models" / "default.h5"
 SIZE = 32
 CHECK_CHIPS = 64

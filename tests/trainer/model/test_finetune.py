@@ -18,7 +18,7 @@ from trainer.model.build import build_model
 from trainer.model.optimiser import BackboneScaledAdamW, freeze_callbacks, make_optimizer
 from trainer.training.config import load_config
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def _config(tmp_path: Path, **changes: object) -> Path:

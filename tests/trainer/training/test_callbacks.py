@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import tensorflow as tf
 
-from tests.trainer.test_train import write_config
+from tests.trainer.training.test_train import write_config
 from trainer.training.callbacks import KnownStepsProgbar, ResumableEarlyStopping, training_callbacks
 from trainer.training.config import load_config
 

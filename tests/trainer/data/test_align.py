@@ -21,7 +21,7 @@ from core.image import read_image
 from trainer.cli.align import main
 from trainer.data.align import chip_path, plan
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 
 
 def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
