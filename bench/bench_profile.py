@@ -31,7 +31,7 @@ import numpy as np
 import psutil
 
 from bench.bench_service import DATA, demo_runner, sample_images
-from bench.live_service import cpu_seconds, pick_model, send_all, start_server, write_config
+from bench.live_service import pick_model, send_all, start_server, write_config
 from bench.run import BENCH, write_section
 
 BATCHES = (1, 2, 4, 8, 16, 32)
@@ -117,9 +117,9 @@ def service_stages(files: list[Path], config: Path, clients: int, rounds: int) -
         faces = calls = 0.0
         for _ in range(rounds):
             before, batches = _thread_cpu(server.ps), server.batch_totals()
-            cpu = cpu_seconds(server.ps)
+            cpu = server.tree_cpu_seconds()
             send_all(server.url, photos, clients)
-            total += cpu_seconds(server.ps) - cpu
+            total += server.tree_cpu_seconds() - cpu
             after, batches_after = _thread_cpu(server.ps), server.batch_totals()
             main += after[0] - before[0]
             workers += after[1] - before[1]

@@ -51,11 +51,12 @@ def demo_runner(files: list[Path], config: Path, workdir: Path) -> Callable[[], 
     Each call returns photos per second (model load excluded), CPU seconds per photo and how many had a face.
     """
     from service.alignment import aligner_from_metadata
-    from service.demo import predict_folder
+    from service.demo import align_workers, predict_folder
     from service.predictor import settings_loader
     from service.settings import choose_model, load_settings
 
-    settings = load_settings(predict_config=config)
+    # The align threads the age-demo command starts by default.
+    settings = load_settings(predict_config=config, detect_workers=align_workers())
     choice = choose_model(settings)
     predictor = settings_loader(settings)(choice)
     aligner = aligner_from_metadata(choice.metadata)
