@@ -191,7 +191,7 @@ def hostile(config: Path, workdir: Path) -> list[str]:
     photo = probes.photo_12mp()
     ratio, parent_ms = memory_probes.decode_overhead(photo)
     memory = {}
-    for name, env in (("tuned", {}), ("glibc defaults", {"MALLOC_ARENA_MAX": "0", "MEMORY_TRIM_S": "1000000"})):
+    for name, env in memory_probes.ALLOCATORS.items():
         server = start_server(config, **env)
         try:
             memory[name] = memory_probes.burst_memory(server, photo, clients=64, seconds=40)
@@ -211,7 +211,7 @@ def hostile(config: Path, workdir: Path) -> list[str]:
             f"{m['tree_peak']:.0f} / {m['tree_after']:.0f} MiB ({m['ok']:.0f}/{m['sent']:.0f} answered 200)"
         )
 
-    return [
+    rows = [
         f"| two 7000x7000 8,000-scan JPEGs + a normal photo (scan cap 100) | {bombs(capped)} | < 5 s; 4xx/503 < 8 s; "
         "< 1 CPU-s |",
         f"| the same with the scan cap off (decode deadline 4 s only) | {bombs(deadline)} | (backstop) |",
@@ -234,6 +234,9 @@ def hostile(config: Path, workdir: Path) -> list[str]:
         f"{burst(memory['tuned'])} | within 1.3x in 60 s |",
         f"| the same with glibc's defaults | {burst(memory['glibc defaults'])} | |",
     ]
+    if "jemalloc" in memory:
+        rows.append(f"| the same with jemalloc 5 (LD_PRELOAD, glibc settings off) | {burst(memory['jemalloc'])} | |")
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:

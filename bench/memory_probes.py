@@ -7,11 +7,21 @@ import asyncio
 import threading
 import time
 from collections import Counter
+from pathlib import Path
 
 import httpx
 import numpy as np
 
 from bench.live_service import Server
+
+_JEMALLOC = Path("/usr/lib/x86_64-linux-gnu/libjemalloc.so.2")
+_OFF = {"MALLOC_ARENA_MAX": "0", "MEMORY_TRIM_S": "1000000"}
+ALLOCATORS: dict[str, dict[str, str]] = {
+    "tuned": {},
+    "glibc defaults": _OFF,
+    **({"jemalloc": {**_OFF, "LD_PRELOAD": str(_JEMALLOC)}} if _JEMALLOC.exists() else {}),
+}
+"""The server's environment per allocator variant (jemalloc only where Debian's libjemalloc2 is installed)."""
 
 
 def burst_memory(

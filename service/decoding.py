@@ -21,13 +21,12 @@ import subprocess
 import sys
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from multiprocessing.connection import Connection
 from pathlib import Path
 
 from core.errors import AgeEstimationError, ImageTooComplexError, UnreadableImageError
 from core.image import Decoded, decode_reduced
-from service.admission import MemoryBudget
+from service.memory import trim
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +52,9 @@ def _serve(requests: Connection, answers: Connection) -> None:
             result = exc
         del data
         answers.send(result)
+        del result
+        # The answer is sent: return the decode's freed heap now, off the request's time (a worker lives long).
+        trim()
 
 
 class _Worker:
@@ -157,23 +159,6 @@ class DecodeWorkers:
             workers, self._all = list(self._all), set()
         for worker in workers:
             worker.kill()
-
-
-class DetectionPool(ThreadPoolExecutor):
-    """The detection threads, the decode processes they hand bytes to, and the budget of pixels they decode.
-
-    ``pixels`` is ``MAX_INFLIGHT_PIXELS``: a photo's full-size pixel count (from its header) is charged before its
-    decode and given back once its faces are found (``service.pipeline``).
-    """
-
-    def __init__(self, workers: int, decode_timeout_s: float, max_inflight_pixels: int) -> None:
-        super().__init__(workers, thread_name_prefix="detect")
-        self.decoders = DecodeWorkers(workers, decode_timeout_s)
-        self.pixels = MemoryBudget(max_inflight_pixels, "pixels", "MAX_INFLIGHT_PIXELS")
-
-    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
-        super().shutdown(wait, cancel_futures=cancel_futures)
-        self.decoders.close()
 
 
 if __name__ == "__main__":

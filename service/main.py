@@ -30,7 +30,7 @@ from service.admission import MemoryBudget
 from service.alignment import Aligner, aligner_from_metadata
 from service.auth import ApiKeys
 from service.connections import AcceptErrorFilter, guarded_h11, raise_open_file_limit
-from service.decoding import DetectionPool
+from service.detection import DetectionPool
 from service.errors import install_error_handlers
 from service.logs import logging_config
 from service.memory import configure_malloc, trim_when_idle

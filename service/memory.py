@@ -20,9 +20,12 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import ctypes.util
+import functools
 import logging
+from typing import TYPE_CHECKING
 
-from service.admission import MemoryBudget
+if TYPE_CHECKING:
+    from service.admission import MemoryBudget
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +34,9 @@ _M_ARENA_MAX = -8
 MMAP_THRESHOLD_BYTES = 1024 * 1024
 
 
+@functools.cache
 def _libc() -> ctypes.CDLL | None:
+    # Cached: find_library runs ldconfig in a subprocess, and a decode worker trims after every photo.
     name = ctypes.util.find_library("c")
     try:
         libc = ctypes.CDLL(name)

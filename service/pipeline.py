@@ -27,7 +27,7 @@ from prometheus_client import Histogram
 from core.errors import ImageError, NoFaceError
 from core.image import Decoded, decode_reduced, image_size
 from service.alignment import AlignedFace, Aligner, full_size_box
-from service.decoding import DetectionPool
+from service.detection import DetectionPool
 from service.options import AnswerOptions
 from service.runtime import Runtime, ServedModel
 from service.schemas import PredictResponse

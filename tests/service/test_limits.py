@@ -17,7 +17,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from service.decoding import DetectionPool
+from service.detection import DetectionPool
 from service.settings import ServiceSettings
 from tests.hostile import MUTANTS, mutated, scan_bomb, tga_header
 from tests.service.conftest import photo_path, wait_until_settled
