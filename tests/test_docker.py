@@ -25,7 +25,7 @@ SHARED = ROOT.parent / "shared"
 COMPOSE_SCHEMA = SHARED / "schemas" / "compose-spec.json"
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 SCRIPTS = PYPROJECT["project"]["scripts"]
-EXTRAS = {"Dockerfile.serve": "serve", "Dockerfile.train": "train"}
+EXTRAS = {"Dockerfile.serve": "serve", "Dockerfile.train": "train", "Dockerfile.batch": "batch"}
 PINS = PYPROJECT["project"]["optional-dependencies"]
 DOCKERFILES = list(EXTRAS)
 VOLUMES = {"dataset": Path("/data"), "models": Path("/models"), "runs": Path("/runs")}
@@ -136,6 +136,16 @@ def test_serve_image_copies_the_service_but_never_the_trainer() -> None:
     sources = _copy_sources("Dockerfile.serve")
     assert {"core", "service", "configs", "models", "pyproject.toml"} <= set(sources)
     assert not {"trainer", "."} & set(sources)
+
+
+def test_batch_image_copies_core_and_batch_only_and_is_the_rayjobs_image() -> None:
+    sources = _copy_sources("Dockerfile.batch")
+    assert {"core", "batch", "models", "pyproject.toml"} <= set(sources)
+    assert not {"trainer", "service", "."} & set(sources)
+    # The engine's runtime must come with the extra the image installs, or age-batch would fall back to TensorFlow.
+    assert any(pin.startswith("onnxruntime==") for pin in PINS["batch"])
+    rayjob = (ROOT / "deploy" / "kubernetes" / "rayjob-batch.yaml").read_text()
+    assert "image: age-estimation-batch:0.1.0" in rayjob
 
 
 def test_train_image_copies_the_trainer_but_never_the_service() -> None:
