@@ -235,6 +235,16 @@ class AgeGroup:
     def to_metadata(self) -> dict[str, Any]:
         return {"low": self.low, "high": self.high, "n": self.n, "scores": _rounded(self.scores)}
 
+    def summary(self, start_label: int, coverages: Sequence[float]) -> dict[str, Any]:
+        """The group as reports show it: ``predicted_ages`` ``[first, last]`` in years (``last`` ``None`` for the
+        open top group), its size ``n`` and its ``interval_mass`` for each of ``coverages``."""
+        last = None if self.high >= np.iinfo(np.int32).max - 1 else self.high + int(start_label)
+        return {
+            "predicted_ages": [self.low + int(start_label), last],
+            "n": self.n,
+            "interval_mass": {str(c): _conformal_mass(self.scores, c) for c in coverages},
+        }
+
     @classmethod
     def from_metadata(cls, entry: dict[str, Any]) -> AgeGroup:
         return cls(int(entry["low"]), int(entry["high"]), _sorted_scores(entry["scores"]))

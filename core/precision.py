@@ -71,7 +71,7 @@ def score(logits: np.ndarray, ages: np.ndarray, metadata: dict[str, Any], covera
     probas = probas_from_logits(logits)
     predicted = start + labels_from_probas(probas, float(metadata["threshold"]))
     ranks = np.clip(np.rint(ages).astype(np.int64) - start, 0, logits.shape[1])
-    low, high = central_interval(probas, interval_mass(Calibration.from_metadata(metadata), coverage))
+    low, high = central_interval(probas, interval_mass(Calibration.from_metadata(metadata), coverage, probas))
     return {
         "mae": round(float(np.abs(predicted - ages).mean()), 4),
         "coverage": round(float(((low <= ranks) & (ranks <= high)).mean()), 4),

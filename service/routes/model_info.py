@@ -21,16 +21,21 @@ router = APIRouter()
 
 
 def calibration_summary(metadata: dict[str, Any]) -> dict[str, Any] | None:
-    """The calibration without its scores: method, size, source and the interval mass for common coverages."""
+    """The calibration without its scores: method, size, source, the interval mass for common coverages, and the
+    same per group of predicted age when the calibration is age-conditional."""
     calibration = Calibration.from_metadata(metadata)
     if calibration is None:
         return None
+    start = int(metadata["start_label"])
     return {
-        "method": Calibration.METHOD,
+        "method": Calibration.MONDRIAN if calibration.groups else Calibration.METHOD,
         "n": calibration.n,
         "source": calibration.source,
         "outside_range": calibration.outside_range,
         "interval_mass": {str(coverage): calibration.mass(coverage) for coverage in REPORTED_COVERAGES},
+        # Age-conditional calibration: each group of predicted age (years, inclusive; null: no upper end) has its own
+        # masses, and a face's interval uses its group's.
+        "groups": [group.summary(start, REPORTED_COVERAGES) for group in calibration.groups],
     }
 
 

@@ -182,3 +182,12 @@ def test_decade_report_counts_true_ages_by_decade() -> None:
     assert list(report) == ["0-9", "10-19", "20-29", "30-39", "40-49", "50-59", "60-69", "70+"]
     assert sum(entry["n"] for entry in report.values()) == 100
     assert report["70+"] == {"n": 0, "coverage": None, "mean_width": None}
+
+
+def test_group_summary_names_ages_in_years_and_leaves_the_top_group_open() -> None:
+    probas, ranks = _two_populations(300, seed=5)
+    calibration = Calibration.fit(probas, ranks, group_edges=[10, 20])
+    first, last = calibration.groups[0], calibration.groups[-1]
+    assert first.summary(1, (0.9,))["predicted_ages"] == [1, first.high + 1]
+    assert last.summary(1, (0.9,))["predicted_ages"][1] is None
+    assert last.summary(1, (0.9,))["interval_mass"]["0.9"] == Calibration(last.scores).mass(0.9)

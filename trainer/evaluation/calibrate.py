@@ -26,7 +26,6 @@ from core.coral import probas_from_logits
 from core.distribution import (
     CALIBRATION_KEY,
     REPORTED_COVERAGES,
-    AgeGroup,
     Calibration,
     decade_edges,
     decade_report,
@@ -95,16 +94,6 @@ def write_metadata(source: Path, target: Path, metadata: dict[str, Any]) -> Path
     return target
 
 
-def group_summary(group: AgeGroup, start_label: int) -> dict[str, Any]:
-    """One Mondrian group as ``age-calibrate`` prints it: predicted ages (years), faces, and its 90% mass."""
-    last = None if group.high >= 10_000 else group.high + start_label
-    return {
-        "predicted_ages": [group.low + start_label, last],
-        "n": group.n,
-        "mass_0.9": Calibration(group.scores).mass(0.9),
-    }
-
-
 def calibrate_model(
     model_path: Path, csv_path: Path, images: Path, aligned: bool, out: Path | None = None, batch_size: int = 64
 ) -> tuple[Path, dict[str, Any]]:
@@ -132,6 +121,6 @@ def calibrate_model(
         **{key: int(value) for key, value in counts.items()},
         "mass": {str(c): round(calibration.mass(c), 4) for c in REPORTED_COVERAGES},
         "raw_intervals": interval_report(probas_from_logits(logits), ranks, None, REPORTED_COVERAGES),
-        "groups": [group_summary(group, int(metadata["start_label"])) for group in calibration.groups],
+        "groups": [group.summary(int(metadata["start_label"]), (0.9,)) for group in calibration.groups],
     }
     return written, summary

@@ -40,7 +40,8 @@ def test_calibration_lands_in_a_new_file_and_leaves_the_model_alone(
     summary = json.loads(lines[0])
     assert (summary["n"], summary["outside_range"], summary["unreadable"]) == (6, 1, 1)
     # Six faces are too few for a group per decade: one group holds them all, from the first age up.
-    assert [(group["n"], group["predicted_ages"][1]) for group in summary["groups"]] == [(6, None)]
+    first_age = read_metadata(model_file)["start_label"]
+    assert [(group["n"], group["predicted_ages"]) for group in summary["groups"]] == [(6, [first_age, None])]
     assert "calibration" not in read_metadata(model_file)
     calibration = Calibration.from_metadata(read_metadata(out))
     assert calibration is not None
