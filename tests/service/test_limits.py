@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import time
 from collections.abc import Iterator
 
 import numpy as np
@@ -193,3 +194,15 @@ def test_a_5000_digit_number_in_an_inference_request_is_a_400(client: TestClient
     body = b'{"inputs": [' + tensor + b'], "id": ' + b"7" * 5000 + b"}"
     response = client.post("/v2/models/age/infer", content=body, headers={"content-type": "application/json"})
     assert response.status_code == 400, response.text
+
+
+def test_the_app_returns_freed_memory_once_requests_stop(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    from service import memory
+
+    trims: list[int] = []
+    monkeypatch.setattr(memory, "trim", lambda: trims.append(1) or True)
+    assert client.post("/predict", files={"file": ("a.jpg", _astronaut())}).status_code == 200
+    deadline = time.monotonic() + 30  # MEMORY_TRIM_S is 2 s: a poll with a generous deadline, not a timing
+    while not trims and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert trims, "the lifespan's trimmer never ran after a request"
