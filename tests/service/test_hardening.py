@@ -37,7 +37,17 @@ def test_head_answers_like_get_without_a_body(client: TestClient, path: str) -> 
 def test_health_tells_only_what_a_client_needs(client: TestClient) -> None:
     body = client.get("/health").json()
     assert set(body) == {"status", "model", "device"}
-    assert set(body["model"]) == {"id", "start_label", "end_label", "num_classes", "img_size"}
+    # The forward pass's runtime and precision and the architecture are told too (issue 22); never paths or data.
+    assert set(body["model"]) == {
+        "id",
+        "architecture",
+        "start_label",
+        "end_label",
+        "num_classes",
+        "img_size",
+        "runtime",
+        "precision",
+    }
     assert "csv" not in str(body).lower()
 
 
