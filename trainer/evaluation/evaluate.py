@@ -54,10 +54,13 @@ class Scored:
 
 def score(model_path: Path, csv_path: Path, table: pd.DataFrame, aligned: bool, batch_size: int) -> Scored:
     """Run the model of ``model_path`` over the photos (or, ``aligned``, chips) of ``table`` (``Path``, ``Age``)."""
-    from core.artifact import load_model, read_metadata
+    from core.artifact import read_metadata
+    from core.engine import load_engine
 
     metadata = read_metadata(model_path)
-    model = load_model(model_path)
+    # The runtime and precision age-serve would run here (MODEL_RUNTIME / MODEL_PRECISION override), so the scores
+    # are those of the served arithmetic: int8 on a CPU with VNNI once the model's precision report accepts it.
+    model = load_engine(model_path)
     start = int(metadata["start_label"])
     batches, counts = image_batches(table, metadata, aligned, batch_size)
     rows, logits = predict_logits(model, batches)
