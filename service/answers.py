@@ -19,8 +19,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from core.distribution import labels_from_probas, probas_from_logits
-from core.distribution import age_probas, central_interval, interval_mass, p_at_least
+from core.distribution import (
+    age_probas,
+    central_interval,
+    interval_mass,
+    labels_from_probas,
+    p_at_least,
+    probas_from_logits,
+)
 from service.options import AnswerOptions
 from service.schemas import Answer, BasicFace, BasicResponse, FacePrediction, FaceSummary, PredictResponse
 
