@@ -47,15 +47,17 @@ gpu-check: $(STAMP) ## align 300 UTKFace photos, train one epoch, serve it, time
 	$(PY) -m bench.gpu_check
 
 RUN := runs/default_model
-default-model: $(STAMP) ## retrain models/default.h5 from ../shared/data/utkface: align, fine-tune dlib's face ResNet, calibrate, evaluate (about 40 minutes on 2 cores)
+RUN2 := runs/default_model_stage2
+default-model: $(STAMP) ## retrain models/default.h5 from ../shared/data/utkface: align, fine-tune dlib's face ResNet (8 epochs), fine-tune on old-print augmentation (3), calibrate by decade, evaluate (about 70 minutes on 2 cores); resumable
 	$(VENV)/bin/age-align --images ../shared/data/utkface/images --utkface --out dataset/utkface150 \
 	    --img-size 150 --padding 0.25 --start-label 1 --workers 2
 	set -eo pipefail; $(VENV)/bin/age-train --config configs/default_model.json | tee $(RUN).log
-	$(VENV)/bin/age-calibrate --model "$$(tail -n 1 $(RUN).log | sed 's/^saved: //')" \
-	    --csv $(RUN)/val.csv --images / --aligned --out models/default.h5
+	set -eo pipefail; $(VENV)/bin/age-train --config configs/default_model_stage2.json | tee $(RUN2).log
+	$(VENV)/bin/age-calibrate --model "$$(tail -n 1 $(RUN2).log | sed 's/^saved: //')" \
+	    --csv $(RUN2)/val.csv --images / --aligned --out models/default.h5
 	$(VENV)/bin/age-evaluate --model models/default.h5 --csv models/holdout.csv --images ../shared/data/utkface \
 	    --groups Gender,Race --plots models/default_eval > models/default_eval/holdout.json
-	$(VENV)/bin/age-robustness --model models/default.h5 --csv $(RUN)/test.csv --images / \
+	$(VENV)/bin/age-robustness --model models/default.h5 --csv $(RUN2)/test.csv --images / \
 	    --out models/default_eval/robustness_test.json
 
 clean: ## remove caches (keeps .venv/)
