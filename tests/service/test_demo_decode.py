@@ -19,7 +19,8 @@ def test_a_large_photo_is_decoded_reduced_and_its_boxes_are_full_size(tmp_path: 
     full = find_faces(large, aligner, max_faces=5, max_pixels=10**8)
     reduced = find_faces(large, aligner, max_faces=5, max_pixels=10**8, decode_side=1536)
 
-    assert isinstance(full, Found) and isinstance(reduced, Found)
+    assert isinstance(full, Found)
+    assert isinstance(reduced, Found)
     assert len(reduced.boxes) == len(full.boxes)
     for ours, theirs in zip(reduced.boxes, full.boxes, strict=True):
         # Decoded at 1/2, searched on the same 1/4 copy: the boxes agree to a few reduced pixels.
