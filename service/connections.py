@@ -7,7 +7,10 @@ how many sockets are open. :func:`guarded_h11` returns uvicorn's h11 protocol wi
 * a connection that has not sent a whole request head within ``head_timeout_s`` of opening (or of its last
   response) is closed;
 * a connection beyond ``max_connections`` is closed as soon as it is accepted, so the process keeps file
-  descriptors (and answers) for the ones it has.
+  descriptors (and answers) for the ones it has;
+* a request head (line and headers) longer than ``max_head_bytes`` is answered 431 and the connection closed,
+  however it arrives: h11's own limit applies only to a head still incomplete when a read ends (a 400), so whether
+  a 119 KB head was refused depended on how the kernel cut it into reads.
 
 :class:`AcceptErrorFilter` keeps the event loop's "socket.accept() out of system resource" error, logged with a
 traceback for every failed accept, to one line per ``interval_s``.
@@ -21,14 +24,18 @@ import time
 
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from service.errors import problem_bytes
+
 logger = logging.getLogger(__name__)
 
 
-def guarded_h11(head_timeout_s: float, max_connections: int) -> type[H11Protocol]:
-    """uvicorn's h11 protocol with a request-head timeout and a cap on open connections."""
+def guarded_h11(head_timeout_s: float, max_connections: int, max_head_bytes: int = 32 * 1024) -> type[H11Protocol]:
+    """uvicorn's h11 protocol with a request-head timeout, a head size limit and a cap on open connections."""
 
     class GuardedH11Protocol(H11Protocol):
         _head_timer: asyncio.TimerHandle | None = None
+        _head: bytearray | None = None
+        _head_seen = 0
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
@@ -39,11 +46,35 @@ def guarded_h11(head_timeout_s: float, max_connections: int) -> type[H11Protocol
             self._arm()
 
         def data_received(self, data: bytes) -> None:
-            if self._head_timer is None and self._between_requests():
+            waiting = self._between_requests()
+            if self._head_timer is None and waiting:
                 self._arm()
+            if waiting and self._head_too_long(data):
+                self._refuse_head()
+                return
             super().data_received(data)
             if not self._between_requests():
                 self._disarm()
+                self._head, self._head_seen = None, 0
+
+        def _head_too_long(self, data: bytes) -> bool:
+            """Whether the head being received has passed ``max_head_bytes`` without ending (CRLF CRLF)."""
+            if self._head is None:
+                self._head = bytearray()
+            self._head += data[: max(0, max_head_bytes - len(self._head))]
+            self._head_seen += len(data)
+            return self._head_seen > max_head_bytes and b"\r\n\r\n" not in self._head
+
+        def _refuse_head(self) -> None:
+            self._disarm()
+            detail = f"the request line and headers are over {max_head_bytes} bytes (MAX_HEADER_BYTES)"
+            body = problem_bytes(431, detail, "headers_too_large")
+            head = (
+                b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: application/problem+json\r\n"
+                b"connection: close\r\ncontent-length: %d\r\n\r\n" % len(body)
+            )
+            self.transport.write(head + body)
+            self.transport.close()
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._disarm()

@@ -206,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
         log_config=log_config,
         # service.logs writes one line per request, with its duration and model, instead.
         access_log=False,
-        http=guarded_h11(settings.head_timeout_s, settings.max_connections),
+        http=guarded_h11(settings.head_timeout_s, settings.max_connections, settings.max_header_bytes),
         timeout_keep_alive=max(1, round(settings.keep_alive_s)),
         timeout_graceful_shutdown=round(settings.shutdown_timeout_s),
         # A head arriving in pieces is refused by h11 with 400 past this; the guard answers 431 past MAX_HEADER_BYTES
