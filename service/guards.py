@@ -8,8 +8,8 @@
 * The whole body must arrive within ``body_timeout_s`` of the request head; a client sending one byte a second
   gets 408 (``BodyTimeoutError``) and its connection closed, so slow uploads cannot hold workers or shutdown.
 * More than ``max_header_count`` header fields, or a request line and headers over ``max_header_bytes``, is
-  answered 431 however the head arrived: h11's own limit only applies to a head that arrives in pieces (and is
-  set a little above this one by ``age-serve``, so the pieces case is a 400 only past it).
+  answered 431. (Under ``age-serve`` a head over ``MAX_HEADER_BYTES`` is already answered 431 by
+  ``service.connections`` while it arrives; the size check here serves any other ASGI server.)
 """
 
 from __future__ import annotations

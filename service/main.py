@@ -209,8 +209,7 @@ def main(argv: list[str] | None = None) -> int:
         http=guarded_h11(settings.head_timeout_s, settings.max_connections, settings.max_header_bytes),
         timeout_keep_alive=max(1, round(settings.keep_alive_s)),
         timeout_graceful_shutdown=round(settings.shutdown_timeout_s),
-        # A head arriving in pieces is refused by h11 with 400 past this; the guard answers 431 past MAX_HEADER_BYTES
-        # however the head arrives (h11 applies its limit to incomplete heads only).
+        # A fallback only: the protocol answers 431 past MAX_HEADER_BYTES before h11 sees the bytes.
         h11_max_incomplete_event_size=settings.max_header_bytes + 8 * 1024,
     )
     server = uvicorn.Server(config)
