@@ -204,10 +204,13 @@ def hostile(config: Path, workdir: Path) -> list[str]:
             f"{f.cpu_after_s:.2f} CPU-s in the 5 s from 3 s after"
         )
 
+    def back(seconds: float) -> str:
+        return "never" if seconds != seconds else f"{seconds:.1f} s"  # nan: not within the watch
+
     def burst(m: dict[str, float]) -> str:
         return (
             f"server base {m['base']:.0f} MiB, peak {m['peak']:.0f}, {m['after']:.0f} at the end; within 1.3x "
-            f"{m['back_s']:.1f} s after the load; with the decode workers {m['tree_base']:.0f} / "
+            f"{back(m['back_s'])} after the load (60 s watched); with the decode workers {m['tree_base']:.0f} / "
             f"{m['tree_peak']:.0f} / {m['tree_after']:.0f} MiB ({m['ok']:.0f}/{m['sent']:.0f} answered 200)"
         )
 
