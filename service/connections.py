@@ -29,80 +29,86 @@ from service.errors import problem_bytes
 logger = logging.getLogger(__name__)
 
 
-def guarded_h11(head_timeout_s: float, max_connections: int, max_head_bytes: int = 32 * 1024) -> type[H11Protocol]:
-    """uvicorn's h11 protocol with a request-head timeout, a head size limit and a cap on open connections."""
+class GuardedH11Protocol(H11Protocol):
+    """uvicorn's h11 protocol with the bounds of :func:`guarded_h11` (class attributes set there)."""
 
-    class GuardedH11Protocol(H11Protocol):
-        _head_timer: asyncio.TimerHandle | None = None
-        _head: bytearray | None = None
-        _head_seen = 0
+    head_timeout_s: float = 10.0
+    max_connections: int = 1024
+    max_head_bytes: int = 32 * 1024
+    _head_timer: asyncio.TimerHandle | None = None
+    _head: bytearray | None = None
+    _head_seen = 0
 
-        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-            super().connection_made(transport)
-            if len(self.connections) > max_connections:
-                _refusals.note(f"closed a connection: {max_connections} are open (MAX_CONNECTIONS)")
-                transport.abort()
-                return
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        if len(self.connections) > self.max_connections:
+            _refusals.note(f"closed a connection: {self.max_connections} are open (MAX_CONNECTIONS)")
+            transport.abort()
+            return
+        self._arm()
+
+    def data_received(self, data: bytes) -> None:
+        waiting = self._between_requests()
+        if self._head_timer is None and waiting:
+            self._arm()
+        if waiting and self._head_too_long(data):
+            self._refuse_head()
+            return
+        super().data_received(data)
+        if not self._between_requests():
+            self._disarm()
+            self._head, self._head_seen = None, 0
+
+    def _head_too_long(self, data: bytes) -> bool:
+        """Whether the head being received has passed ``max_head_bytes`` without ending (CRLF CRLF)."""
+        if self._head is None:
+            self._head = bytearray()
+        self._head += data[: max(0, self.max_head_bytes - len(self._head))]
+        self._head_seen += len(data)
+        return self._head_seen > self.max_head_bytes and b"\r\n\r\n" not in self._head
+
+    def _refuse_head(self) -> None:
+        self._disarm()
+        detail = f"the request line and headers are over {self.max_head_bytes} bytes (MAX_HEADER_BYTES)"
+        body = problem_bytes(431, detail, "headers_too_large")
+        head = (
+            b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: application/problem+json\r\n"
+            b"connection: close\r\ncontent-length: %d\r\n\r\n" % len(body)
+        )
+        self.transport.write(head + body)
+        self.transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if not self.transport.is_closing():
             self._arm()
 
-        def data_received(self, data: bytes) -> None:
-            waiting = self._between_requests()
-            if self._head_timer is None and waiting:
-                self._arm()
-            if waiting and self._head_too_long(data):
-                self._refuse_head()
-                return
-            super().data_received(data)
-            if not self._between_requests():
-                self._disarm()
-                self._head, self._head_seen = None, 0
+    def _between_requests(self) -> bool:
+        return self.cycle is None or self.cycle.response_complete
 
-        def _head_too_long(self, data: bytes) -> bool:
-            """Whether the head being received has passed ``max_head_bytes`` without ending (CRLF CRLF)."""
-            if self._head is None:
-                self._head = bytearray()
-            self._head += data[: max(0, max_head_bytes - len(self._head))]
-            self._head_seen += len(data)
-            return self._head_seen > max_head_bytes and b"\r\n\r\n" not in self._head
+    def _arm(self) -> None:
+        self._disarm()
+        self._head_timer = self.loop.call_later(self.head_timeout_s, self._head_timed_out)
 
-        def _refuse_head(self) -> None:
-            self._disarm()
-            detail = f"the request line and headers are over {max_head_bytes} bytes (MAX_HEADER_BYTES)"
-            body = problem_bytes(431, detail, "headers_too_large")
-            head = (
-                b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: application/problem+json\r\n"
-                b"connection: close\r\ncontent-length: %d\r\n\r\n" % len(body)
-            )
-            self.transport.write(head + body)
+    def _disarm(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        if self._between_requests() and not self.transport.is_closing():
             self.transport.close()
 
-        def connection_lost(self, exc: Exception | None) -> None:
-            self._disarm()
-            super().connection_lost(exc)
 
-        def on_response_complete(self) -> None:
-            super().on_response_complete()
-            if not self.transport.is_closing():
-                self._arm()
-
-        def _between_requests(self) -> bool:
-            return self.cycle is None or self.cycle.response_complete
-
-        def _arm(self) -> None:
-            self._disarm()
-            self._head_timer = self.loop.call_later(head_timeout_s, self._head_timed_out)
-
-        def _disarm(self) -> None:
-            if self._head_timer is not None:
-                self._head_timer.cancel()
-                self._head_timer = None
-
-        def _head_timed_out(self) -> None:
-            self._head_timer = None
-            if self._between_requests() and not self.transport.is_closing():
-                self.transport.close()
-
-    return GuardedH11Protocol
+def guarded_h11(head_timeout_s: float, max_connections: int, max_head_bytes: int = 32 * 1024) -> type[H11Protocol]:
+    """uvicorn's h11 protocol with a request-head timeout, a head size limit and a cap on open connections."""
+    bounds = {"head_timeout_s": head_timeout_s, "max_connections": max_connections, "max_head_bytes": max_head_bytes}
+    return type("GuardedH11Protocol", (GuardedH11Protocol,), bounds)
 
 
 class _RateLimitedNote:
