@@ -15,6 +15,7 @@ import json
 import re
 from typing import Any
 
+from core.errors import AgeEstimationError
 from service.errors import FormError, JsonLimitError, TooManyItemsError
 
 # "Unrolled" (a run of plain bytes, then escape + run, ...): the engine scans plain runs without backtracking state.
@@ -25,10 +26,19 @@ _TOKEN = re.compile(rb'[\[\]{},:"]|[^\s\[\]{},:"]+')
 class JsonShape:
     """Streaming check of a JSON body's nesting, value count and number lengths; :meth:`feed` raises past them."""
 
-    def __init__(self, max_depth: int, max_values: int, max_number_chars: int, values_hint: str = "") -> None:
+    def __init__(
+        self,
+        max_depth: int,
+        max_values: int,
+        max_number_chars: int,
+        values_hint: str = "",
+        too_many: type[AgeEstimationError] = TooManyItemsError,
+    ) -> None:
         self.max_depth = max_depth
         self.max_values = max_values
         self.values_hint = values_hint
+        # A batch with too many values is too large (413); a one-image body with them is malformed (400).
+        self.too_many = too_many
         self.max_number_chars = max_number_chars
         self.values = 0
         self._stack: list[bytes] = []
@@ -90,7 +100,7 @@ class JsonShape:
         # Object keys are strings too, so an object's members count (twice each) as well as an array's elements.
         self.values += 1
         if self.values > self.max_values:
-            raise TooManyItemsError(f"the JSON body holds more than {self.max_values} values{self.values_hint}")
+            raise self.too_many(f"the JSON body holds more than {self.max_values} values{self.values_hint}")
 
 
 def _loads(raw: bytes, max_number_chars: int) -> Any:

@@ -126,7 +126,9 @@ async def read_image(request: Request, max_bytes: int) -> bytes:
     """
     if not _is_json(request):
         return await read_upload(request, max_bytes)
-    body = await _read_json(request, _base64_limit(max_bytes) + FORM_OVERHEAD_BYTES, max_bytes, max_files=1)
+    body = await _read_json(
+        request, _base64_limit(max_bytes) + FORM_OVERHEAD_BYTES, max_bytes, max_files=1, single=True
+    )
     if not isinstance(body, dict) or "image" not in body:
         raise FormError(
             "send the photo as multipart/form-data in a field named 'file', or as the JSON object "
@@ -195,14 +197,16 @@ def _check_declared_length(request: Request, body_limit: int, max_bytes: int) ->
         raise BodyTooLargeError(f"the upload is {int(declared)} bytes; the limit is {max_bytes} bytes per image")
 
 
-async def _read_json(request: Request, body_limit: int, max_bytes: int, max_files: int) -> Any:
+async def _read_json(request: Request, body_limit: int, max_bytes: int, max_files: int, single: bool = False) -> Any:
     """The parsed JSON body: its length checked before reading, its shape while reading, parsed in a thread."""
     _check_declared_length(request, body_limit, max_bytes)
     settings = request.app.state.runtime.settings
     # {"images": [...]}: the object, its key, the array, one value per image, and room for a few other fields.
-    shape = JsonShape(
-        settings.max_json_depth, max_files + 16, settings.max_json_number_chars, f" (MAX_BATCH_FILES is {max_files})"
-    )
+    if single:
+        hint, too_many = '; this route takes {"image": "<base64>"}', BadRequestError
+    else:
+        hint, too_many = f" (MAX_BATCH_FILES is {max_files})", TooManyItemsError
+    shape = JsonShape(settings.max_json_depth, max_files + 16, settings.max_json_number_chars, hint, too_many)
     body = bytearray()
     async for chunk in request.stream():
         if len(body) + len(chunk) > body_limit:

@@ -206,3 +206,13 @@ def test_the_app_returns_freed_memory_once_requests_stop(client: TestClient, mon
     while not trims and time.monotonic() < deadline:
         time.sleep(0.1)
     assert trims, "the lifespan's trimmer never ran after a request"
+
+
+def test_a_one_image_json_body_full_of_other_values_is_malformed_not_a_batch(client: TestClient) -> None:
+    """/predict takes one image: a body of many values is a bad request (400), not a batch over its limit (413,
+    which OpenAPI clients and schemathesis read as "accepted"), and its message does not talk of batches."""
+    body = b'{"other": [' + b"1," * 100 + b"1]}"
+    response = client.post("/predict", content=body, headers={"content-type": "application/json"})
+    assert response.status_code == 400, response.text
+    assert response.json()["code"] == "bad_request"
+    assert "MAX_BATCH_FILES" not in response.json()["detail"]
