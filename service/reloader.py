@@ -37,13 +37,13 @@ Loader = Callable[[ModelChoice], "Predictor"]
 
 
 def predictor_loader(runtime: Runtime) -> Loader:
-    """``load_predictor`` with the service's settings; TensorFlow is imported when it is first called."""
+    """``load_predictor`` with the service's settings; the engine's runtime is imported when it is first called."""
     settings = runtime.settings
 
     def load(choice: ModelChoice) -> Predictor:
-        from service.predictor import load_predictor
+        from service.predictor import settings_loader
 
-        return load_predictor(choice, settings.max_interval_width, settings.model_precision, settings.model_threads)
+        return settings_loader(settings)(choice)
 
     return load
 

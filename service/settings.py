@@ -11,16 +11,19 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    FilePath,
+    SecretStr,
     ValidationError,
+    field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from core.artifact import read_metadata
 from core.errors import ConfigError
@@ -65,7 +68,7 @@ class ServiceSettings(BaseSettings):
     max_header_bytes: int = Field(default=32 * 1024, gt=0, description="request line and headers, bytes at most")
     max_json_depth: int = Field(default=16, gt=0, description="nesting of a JSON body at most")
     max_json_number_chars: int = Field(default=32, gt=0, description="characters of one JSON number at most")
-    malloc_arena_max: int = Field(default=2, ge=0, description="glibc malloc arenas; 0 keeps glibc's default")
+    malloc_arena_max: int = Field(default=2, ge=0, description="glibc malloc arenas; 0: glibc's defaults")
     memory_trim_s: float = Field(default=2.0, gt=0, description="idle seconds before freed memory is returned")
     max_interval_width: float | None = Field(
         default=None, gt=0, description="faces whose age_interval is wider (high - low, years) are marked uncertain"
@@ -91,23 +94,6 @@ class ServiceSettings(BaseSettings):
     model_poll_seconds: float | None = Field(
         default=None, gt=0, description="look for a newer model this often, s (default: only on SIGHUP)"
     )
-
-
-def load_settings(**overrides: Any) -> ServiceSettings:
-    """Read the environment (``overrides`` win, e.g. from command-line flags); raise ``ConfigError`` if invalid."""
-    try:
-        return ServiceSettings(**{key: value for key, value in overrides.items() if value is not None})
-    except ValidationError as exc:
-        error = exc.errors()[0]
-        key = str(error["loc"][0]).upper() if error["loc"] else "?"
-        raise ConfigError(f"environment variable {key}: {error['msg']} (got {error.get('input')!r})") from None
-
-
-class PredictConfig(BaseModel):
-    """``predict_config.json``: what the served model is expected to be, and the decision threshold.
-
-    Labels are ages in years: rank ``r`` in ``0..n_classes-1`` means age ``start_label + r``, so ``end_label`` must
-    equal ``start_label + n_classes - 1``. ``model_path`` is relative to the config file's folder unless absolute.
     # The edge of the service: who may call it, from which pages, and how its answers and logs look.
     api_keys: SecretStr | None = Field(
         default=None, description="comma-separated API keys; when set, all but the probes and the page need one"
@@ -127,6 +113,23 @@ class PredictConfig(BaseModel):
         if isinstance(value, str):
             return tuple(part.strip() for part in value.split(",") if part.strip())
         return value
+
+
+def load_settings(**overrides: Any) -> ServiceSettings:
+    """Read the environment (``overrides`` win, e.g. from command-line flags); raise ``ConfigError`` if invalid."""
+    try:
+        return ServiceSettings(**{key: value for key, value in overrides.items() if value is not None})
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        key = str(error["loc"][0]).upper() if error["loc"] else "?"
+        raise ConfigError(f"environment variable {key}: {error['msg']} (got {error.get('input')!r})") from None
+
+
+class PredictConfig(BaseModel):
+    """``predict_config.json``: what the served model is expected to be, and the decision threshold.
+
+    Labels are ages in years: rank ``r`` in ``0..n_classes-1`` means age ``start_label + r``, so ``end_label`` must
+    equal ``start_label + n_classes - 1``. ``model_path`` is relative to the config file's folder unless absolute.
     """
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True, protected_namespaces=())
