@@ -117,7 +117,9 @@ class ApiKeyMiddleware:
             challenge = f'Bearer realm="{REALM}", error="invalid_token"'
             detail = "the API key sent is not one this service accepts"
             logger.info("refused %s %s: wrong API key", scope["method"], scope["path"])
-        body = problem_bytes(401, detail, "unauthorized")
+        # Open Inference Protocol clients (tritonclient, KServe's) read the protocol's {"error": ...} member.
+        extra = {"error": detail} if scope["path"].startswith("/v2/") else None
+        body = problem_bytes(401, detail, "unauthorized", extra)
         headers = [
             (b"content-type", PROBLEM_MEDIA_TYPE.encode()),
             (b"content-length", str(len(body)).encode()),

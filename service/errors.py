@@ -154,9 +154,12 @@ def problem_body(status: int, detail: str, code: str | None = None) -> dict[str,
     }
 
 
-def problem_bytes(status: int, detail: str, code: str | None = None) -> bytes:
-    """:func:`problem_body` encoded for ASGI middleware that answers before the app (as :data:`PROBLEM_MEDIA_TYPE`)."""
-    return json.dumps(problem_body(status, detail, code)).encode()
+def problem_bytes(
+    status: int, detail: str, code: str | None = None, extra: Mapping[str, object] | None = None
+) -> bytes:
+    """:func:`problem_body` (plus ``extra`` members) encoded for ASGI middleware that answers before the app (as
+    :data:`PROBLEM_MEDIA_TYPE`)."""
+    return json.dumps({**problem_body(status, detail, code), **(extra or {})}).encode()
 
 
 def problem_response(

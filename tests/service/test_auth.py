@@ -89,6 +89,15 @@ def test_no_key_is_401_with_a_bearer_challenge(locked: TestClient, method: str, 
     assert body["request_id"] == response.headers["x-request-id"]
 
 
+def test_a_401_on_the_inference_protocol_carries_its_error_member(locked: TestClient) -> None:
+    """tritonclient and KServe's clients read {"error": ...}: without it a refused key reads as a decoding failure."""
+    response = locked.post("/v2/models/age/infer", json={"inputs": []})
+    assert response.status_code == 401
+    body = response.json()
+    assert body["error"] == body["detail"]
+    assert "error" not in locked.post("/predict").json()  # the rest of the API answers plain problem details
+
+
 @pytest.mark.parametrize(
     "headers",
     [{"Authorization": f"Bearer {KEY}"}, {"X-API-Key": KEY}, {"Authorization": f"bearer {FILE_KEY}"}],
