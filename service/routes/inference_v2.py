@@ -10,6 +10,7 @@ photo gets the same ages; the wire format is ``service.oip``. Errors carry the p
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -171,7 +172,8 @@ async def _infer(request: Request, runtime: Runtime, model_name: str, model_vers
     max_bytes = runtime.settings.max_upload_bytes
     try:
         body = await _read_body(request, max_bytes * 4 // 3 + JSON_OVERHEAD_BYTES, max_bytes)
-        parsed = parse_request(body, request.headers.get(HEADER_LENGTH), max_bytes)
+        # Parsing a body of up to ~13 MB (base64 JSON) in a thread keeps the event loop answering probes meanwhile.
+        parsed = await asyncio.to_thread(parse_request, body, request.headers.get(HEADER_LENGTH), max_bytes)
         assert runtime.aligner is not None
         result = await answer(runtime, runtime.aligner, parsed.image, AnswerOptions())
     except AgeEstimationError as exc:
