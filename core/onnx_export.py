@@ -23,7 +23,11 @@ CONVERSION = "uint8-chips-v1"
 
 
 def default_cache_dir() -> Path:
-    """``$XDG_CACHE_HOME/age-estimation`` (``~/.cache/age-estimation``)."""
+    """``$MODEL_CACHE_DIR`` when set (the service's setting, honoured by ``age-demo``, ``age-evaluate`` and
+    ``age-batch`` too), else ``$XDG_CACHE_HOME/age-estimation`` (``~/.cache/age-estimation``)."""
+    chosen = os.environ.get("MODEL_CACHE_DIR")
+    if chosen:
+        return Path(chosen)
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "age-estimation"
 

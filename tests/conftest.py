@@ -42,3 +42,12 @@ def utkface_dir(shared_dir: Path) -> Path:
 def faces_dir(shared_dir: Path) -> Path:
     """``../shared/data/faces`` (dlib's example photos, hand boxes in ``training.xml``, ``testing.xml``); may skip."""
     return _required(shared_dir / "data" / "faces" / "testing.xml", "dlib's example face photos").parent
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _onnx_cache_of_the_session(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The ONNX files the engine converts the tests' models into go to a session folder, not the user's
+    ~/.cache (servers the tests start inherit the variable)."""
+    import os
+
+    os.environ.setdefault("MODEL_CACHE_DIR", str(tmp_path_factory.mktemp("onnx-cache")))

@@ -116,3 +116,13 @@ def test_a_model_onnx_cannot_take_runs_on_tensorflow_unless_onnxruntime_was_aske
     assert load_engine(tiny_model, "auto", "float32").runtime == "tensorflow"
     with pytest.raises(ModelFileError, match="cannot run on onnxruntime"):
         load_engine(tiny_model, "onnxruntime", "float32")
+
+
+def test_the_cache_folder_is_model_cache_dir_for_every_command(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from core.onnx_export import default_cache_dir
+
+    monkeypatch.setenv("MODEL_CACHE_DIR", str(tmp_path / "onnx"))
+    assert default_cache_dir() == tmp_path / "onnx"
+    monkeypatch.delenv("MODEL_CACHE_DIR")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert default_cache_dir() == tmp_path / "xdg" / "age-estimation"
