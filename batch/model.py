@@ -18,13 +18,8 @@ from typing import Any
 import numpy as np
 
 from core.artifact import file_sha256, model_id, read_metadata
-from core.distribution import (
-    Calibration,
-    central_interval,
-    interval_mass,
-    labels_from_probas,
-    probas_from_logits,
-)
+from core.calibration import Calibration, interval_mass
+from core.distribution import central_interval, labels_from_probas, probas_from_logits
 
 __all__ = ["DEFAULT_COVERAGE", "DEFAULT_MODEL", "AgeDecoder", "Ages", "ModelFile"]
 

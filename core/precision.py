@@ -64,8 +64,9 @@ def accepted_int8(model_file: Path) -> Path | None:
 def score(logits: np.ndarray, ages: np.ndarray, metadata: dict[str, Any], coverage: float = 0.9) -> dict[str, Any]:
     """Held-out figures of logits ``(N, K-1)`` against true ``ages`` (years): ``mae``, ``coverage`` of the
     (calibrated, when the model is) central ``coverage`` interval, and the predicted ages themselves."""
+    from core.calibration import Calibration, interval_mass
     from core.coral import labels_from_probas, probas_from_logits
-    from core.distribution import Calibration, central_interval, interval_mass
+    from core.distribution import central_interval
 
     start = int(metadata["start_label"])
     probas = probas_from_logits(logits)

@@ -19,14 +19,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from core.distribution import (
-    age_probas,
-    central_interval,
-    interval_mass,
-    labels_from_probas,
-    p_at_least,
-    probas_from_logits,
-)
+from core.calibration import interval_mass
+from core.distribution import age_probas, central_interval, labels_from_probas, p_at_least, probas_from_logits
 from service.options import AnswerOptions
 from service.schemas import Answer, BasicFace, BasicResponse, FacePrediction, FaceSummary, PredictResponse
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from core.distribution import Calibration
+from core.calibration import Calibration
 from core.engine import Engine, TensorFlowEngine, load_engine
 from service.answers import build_answer, full_faces
 from service.model_repository import ModelIdentity

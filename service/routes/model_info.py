@@ -13,7 +13,8 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from core.distribution import REPORTED_COVERAGES, Calibration
+from core.calibration import Calibration
+from core.distribution import REPORTED_COVERAGES
 from service.runtime import ReadyRuntimeDep, Runtime
 from service.schemas import ErrorResponse
 

@@ -10,7 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from core.artifact import read_metadata
-from core.distribution import Calibration
+from core.calibration import Calibration
 from service.options import AnswerOptions
 from tests.service.conftest import NUM_CLASSES, START_LABEL, image_bytes
 

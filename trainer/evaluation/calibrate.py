@@ -22,15 +22,9 @@ from typing import Any
 import numpy as np
 
 from core.artifact import METADATA_ATTR, read_metadata
+from core.calibration import CALIBRATION_KEY, Calibration, decade_edges, decade_report, interval_report
 from core.coral import probas_from_logits
-from core.distribution import (
-    CALIBRATION_KEY,
-    REPORTED_COVERAGES,
-    Calibration,
-    decade_edges,
-    decade_report,
-    interval_report,
-)
+from core.distribution import REPORTED_COVERAGES
 from core.errors import ConfigError
 from trainer.data.labels import clipped_ranks, read_age_csv
 from trainer.evaluation.scoring import image_batches, predict_logits

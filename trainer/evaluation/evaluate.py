@@ -20,15 +20,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from core.calibration import Calibration, decade_report, interval_mass, interval_report
 from core.coral import labels_from_probas, probas_from_logits
-from core.distribution import (
-    REPORTED_COVERAGES,
-    Calibration,
-    central_interval,
-    decade_report,
-    interval_mass,
-    interval_report,
-)
+from core.distribution import REPORTED_COVERAGES, central_interval
 from trainer.data.labels import clipped_ranks, read_age_csv
 from trainer.evaluation.groups import group_metrics
 from trainer.evaluation.metrics import age_metrics

@@ -174,7 +174,7 @@ def _networks(path: Path, metadata: dict[str, Any]) -> list[Any]:
 
 def score(model: Any, metadata: dict[str, Any], csv_path: Path, images: Path) -> tuple[dict[str, Any], Any]:
     """MAE, RMSE, CS@5 of ``model`` on aligned chips listed in ``csv_path`` (``Path`` relative to ``images``), and
-    the calibration fitted on them (``core.distribution.Calibration``)."""
+    the calibration fitted on them (``core.calibration.Calibration``)."""
     from core.coral import labels_from_probas, probas_from_logits
     from trainer.data.labels import read_age_csv
     from trainer.evaluation.calibrate import fit_calibration

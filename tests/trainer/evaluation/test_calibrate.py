@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from core.artifact import read_metadata
-from core.distribution import Calibration
+from core.calibration import Calibration
 from tests.trainer.conftest import IMG_SIZE
 from trainer.cli.calibrate import main
 from trainer.evaluation.calibrate import calibrate_splits
